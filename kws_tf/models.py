@@ -1,0 +1,59 @@
+"""The study's model family: Conv1D feature extractor on raw audio -> GRU -> Dense.
+
+``build_model`` turns a ``Variant`` (see ``variants.py``) into a plain functional
+``keras.Model`` that takes raw audio, shape (batch, samples), so an exported model needs no
+separate feature-extraction step.  Only ``keras.layers``/``keras.ops`` are used: the same
+code runs on the TensorFlow, PyTorch and JAX backends.
+"""
+from __future__ import annotations
+
+import keras
+
+from .resample import Resample
+from .variants import SAMPLE_RATES, get_variant
+
+NUM_CLASSES = 35
+
+
+def build_model(variant, sample_rate: int = 16000, num_classes: int = NUM_CLASSES,
+                input_rate: int | None = None, name: str | None = None) -> keras.Model:
+    """Build ``variant`` ("gru1" ... "gru6" or a ``Variant``) for audio at ``sample_rate``.
+
+    The model maps (batch, sample_rate) float audio in [-1, 1] to (batch, num_classes) scores:
+    log-probabilities for the NLL variants (``head="log_softmax"``), logits otherwise.  With
+    ``input_rate`` the model takes one second at that rate and resamples it itself.
+    """
+    v = get_variant(variant)
+    sample_rate = int(sample_rate)
+    if sample_rate not in SAMPLE_RATES:
+        # Other rates work mechanically, but the study only defines these two.
+        if sample_rate < 4000:
+            raise ValueError(f"sample_rate must be one of {SAMPLE_RATES}, got {sample_rate}")
+    input_rate = sample_rate if input_rate is None else int(input_rate)
+
+    audio = keras.Input(shape=(input_rate,), name="audio")
+    x = audio
+    if input_rate != sample_rate:
+        x = Resample(input_rate, sample_rate, name="resample")(x)
+    x = keras.layers.Reshape((sample_rate, 1), name="add_channel")(x)
+    for i, channels in enumerate(v.conv_channels, start=1):
+        kernel, stride = (v.first_kernel, v.first_stride) if i == 1 else (v.kernel_size, 1)
+        # "valid" padding and BatchNorm(momentum 0.9, eps 1e-5) match PyTorch's defaults.
+        x = keras.layers.Conv1D(channels, kernel, strides=stride, padding="valid",
+                                name=f"block{i}_conv")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"block{i}_bn")(x)
+        x = keras.layers.ReLU(name=f"block{i}_relu")(x)
+        x = keras.layers.MaxPooling1D(v.pool_size, name=f"block{i}_pool")(x)
+    # Keras 3 defaults (tanh/sigmoid, reset_after=True, no recurrent dropout, no unroll) keep
+    # the GRU eligible for the cuDNN kernel on GPU; the export path rebuilds it unrolled.
+    x = keras.layers.GRU(v.gru_units, name="gru")(x)
+    x = keras.layers.Dense(num_classes, name="classifier")(x)
+    if v.head == "log_softmax":
+        x = keras.layers.Activation("log_softmax", name="log_softmax")(x)
+    rate_tag = f"{sample_rate // 1000}khz"
+    return keras.Model(audio, x, name=name or f"{v.name}_{rate_tag}")
+
+
+def count_trainable_params(model: keras.Model) -> int:
+    """Trainable parameters only (Keras' total also counts BatchNorm moving statistics)."""
+    return int(sum(int(keras.ops.size(w)) for w in model.trainable_weights))
