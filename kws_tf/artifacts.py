@@ -1,0 +1,88 @@
+"""Files a run leaves behind, written so that a crash never leaves half a file.
+
+``model.keras`` is Keras' own zip archive plus one extra entry, ``kws_tf.json``, holding the
+label list and sample rate.  ``keras.models.load_model`` ignores the extra entry, so a plain
+Keras user can still load the model; ``load_model`` here also returns the labels.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import keras
+
+META_ENTRY = "kws_tf.json"
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=None):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix=suffix or "".join(path.suffixes) or ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(obj):
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def model_sample_rate(model: keras.Model) -> int:
+    """Samples per one-second clip the model takes, i.e. its input sample rate."""
+    return int(model.input_shape[-1])
+
+
+def save_model(model: keras.Model, path, labels, **info) -> Path:
+    """Save ``model`` (with optimizer state) plus labels/sample rate, atomically."""
+    meta = {"labels": list(labels), "sample_rate": model_sample_rate(model), **info}
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as zf:
+            zf.writestr(META_ENTRY, json.dumps(meta, indent=2, default=_jsonable))
+    return Path(path)
+
+
+def read_model_info(path) -> dict:
+    with zipfile.ZipFile(path) as zf:
+        if META_ENTRY not in zf.namelist():
+            return {}
+        return json.loads(zf.read(META_ENTRY))
+
+
+def load_model(path, compile: bool = True):
+    """Return ``(model, info)`` where info has at least ``labels`` and ``sample_rate``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    from . import resample  # noqa: F401  registers kws_tf>Resample for deserialization
+    model = keras.models.load_model(path, compile=compile)
+    info = read_model_info(path)
+    info.setdefault("sample_rate", model_sample_rate(model))
+    info.setdefault("labels", [str(i) for i in range(model.output_shape[-1])])
+    return model, info

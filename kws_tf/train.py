@@ -1,0 +1,76 @@
+"""python -m kws_tf.train VARIANT: train one of the study's variants with its recipe.
+
+Examples:
+  python -m kws_tf.train gru4 --data synthetic            # embedded data, no download
+  python -m kws_tf.train gru4 --sample-rate 8000          # the 8 kHz twin, full dataset
+  python -m kws_tf.train gru2 --output runs/g2 --resume   # continue an interrupted run
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import cli
+
+
+def parse_args(argv=None):
+    from .variants import VARIANTS
+
+    p = argparse.ArgumentParser(
+        prog="python -m kws_tf.train", description=__doc__.split("\n")[0],
+        epilog="Defaults for every training flag come from the variant's recipe "
+               "(kws_tf.variants.VARIANTS); flags that change it are recorded in config.json.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("variant", help=f"one of {', '.join(VARIANTS)}")
+    p.add_argument("--sample-rate", type=int, default=16000, choices=(16000, 8000),
+                   help="model input rate; 8000 resamples the data like the study (default 16000)")
+    p.add_argument("--data", default=None,
+                   help="dataset folder (Speech Commands layout), or 'synthetic' for the embedded "
+                        "eSpeak dataset; default: the downloaded full dataset")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="run folder (default runs/<variant>-<rate>-<timestamp>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --output from its last complete epoch")
+    p.add_argument("--augment", action="store_true",
+                   help="background-noise mixing and time shift (off in the study's recipe)")
+    p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="XLA-compile the training step (default: the fit path's default)")
+    p.add_argument("--mixed-precision", action="store_true", help="bfloat16 mixed precision")
+    p.add_argument("--max-steps-per-epoch", type=int, help="cap batches per epoch (smoke tests)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if args.resume and not args.output:
+        p.error("--resume needs --output (the run folder to continue)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from .variants import get_variant
+
+    variant = get_variant(args.variant)  # fail fast, before TensorFlow loads data
+    from .data import resolve_data
+    from .training import FitConfig, check_output_dir, default_output, fit, load_training_data
+    from pathlib import Path
+
+    output = Path(args.output) if args.output else default_output(variant.name, args.sample_rate)
+    check_output_dir(output)
+    root = resolve_data(args.data)
+    print(f"Data: {root}")
+    config = FitConfig(sample_rate=args.sample_rate, epochs=args.epochs,
+                       batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+                       augment=args.augment, mixed_precision=args.mixed_precision,
+                       max_steps_per_epoch=args.max_steps_per_epoch,
+                       verbose=0 if args.quiet else 1)
+    if args.jit_compile is not None:
+        config.jit_compile = args.jit_compile
+    data = load_training_data(root, args.sample_rate)
+    fit(variant, data, config, output=output, resume=args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

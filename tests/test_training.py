@@ -1,0 +1,160 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from kws_tf import artifacts, get_variant
+from kws_tf.training import (FitConfig, SplitArrays, TrainingData, TrainingError,
+                             classification_metrics, fit, make_optimizer)
+
+# Small but real: the study's block structure with fewer channels, so a fit takes seconds.
+TINY = get_variant("gru1").replace(name="tiny", conv_channels=(8, 16), gru_units=8)
+# gru2's recipe adds coupled weight decay and a StepLR schedule.
+TINY_WD = get_variant("gru2").replace(name="tiny_wd", conv_channels=(8, 16), gru_units=8)
+
+
+def _split(rng, n, rate=8000):
+    y = rng.integers(0, 3, n).astype("int32")
+    t = np.arange(rate)
+    x = 0.5 * np.sin(t[None, :] * (y[:, None] + 1) * 0.05) + rng.uniform(-0.1, 0.1, (n, rate))
+    return SplitArrays(x.astype("float32"), y)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return TrainingData(None, ["a", "b", "c"], 8000,
+                        {"training": _split(rng, 60), "validation": _split(rng, 20),
+                         "testing": _split(rng, 20)})
+
+
+CFG = dict(sample_rate=8000, epochs=3, batch_size=20, verbose=0)
+
+
+class SetLR(keras.callbacks.Callback):
+    """Set the learning rate at the start of one epoch (to make training blow up)."""
+
+    def __init__(self, epoch, lr):
+        super().__init__()
+        self.epoch, self.lr = epoch, lr
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.optimizer.learning_rate.assign(self.lr)
+
+
+def test_fit_writes_a_complete_run(data, tmp_path):
+    run = fit(TINY, data, FitConfig(**CFG), output=tmp_path)
+    for name in ("model.keras", "config.json", "history.csv", "metrics.json",
+                 "training_loss.png", "confusion_matrix.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert list((tmp_path / "logs").iterdir())
+    rows = (tmp_path / "history.csv").read_text().splitlines()
+    assert rows[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds" and len(rows) == 4
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["validation"]["clips"] == 20 and metrics["testing"]["clips"] == 20
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["overrides"] == {"batch_size": 20, "epochs": 3}
+    # plain Keras loads it; our loader also returns labels and sample rate
+    model = keras.models.load_model(tmp_path / "model.keras")
+    _, info = artifacts.load_model(tmp_path / "model.keras")
+    assert info["labels"] == ["a", "b", "c"] and info["sample_rate"] == 8000
+    x = data["testing"].audio[:5]
+    np.testing.assert_allclose(model.predict(x, verbose=0), run.model.predict(x, verbose=0),
+                               atol=1e-6)
+    # only the latest and the best checkpoints are kept
+    assert len(list((tmp_path / "checkpoints").glob("epoch-*.keras"))) <= 2
+
+
+def test_validation_accuracy_is_over_the_validation_set(data, tmp_path):
+    run = fit(TINY, data, FitConfig(**{**CFG, "epochs": 1}), output=tmp_path)
+    pred = run.model.predict(data["validation"].audio, verbose=0).argmax(-1)
+    expected = (pred == data["validation"].labels).mean()
+    assert run.metrics["validation"]["accuracy"] == pytest.approx(expected)
+    assert run.history[0]["val_accuracy"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_best_validation_epoch_is_restored(data, tmp_path):
+    # A huge learning rate from epoch 2 on wrecks the model: epoch 1 must win.
+    run = fit(TINY, data, FitConfig(**CFG), output=tmp_path, callbacks=[SetLR(1, 30.0)])
+    losses = [r["val_loss"] for r in run.history]
+    assert run.best_epoch == 1 + int(np.argmin(losses)) and run.best_epoch < 3
+    assert run.metrics["validation"]["loss"] == pytest.approx(min(losses), rel=1e-4)
+    assert abs(run.metrics["validation"]["loss"] - losses[-1]) > 1e-3
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(data, tmp_path):
+    with pytest.raises(TrainingError, match="diverged.*epoch-001.keras"):
+        fit(TINY, data, FitConfig(**CFG), output=tmp_path, callbacks=[SetLR(1, 1e30)])
+    state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 1 and (tmp_path / "checkpoints" / "epoch-001.keras").exists()
+    assert not (tmp_path / "model.keras").exists()
+
+
+def test_resume_after_interruption_matches_uninterrupted(data, tmp_path):
+    full = fit(TINY_WD, data, FitConfig(**CFG), output=tmp_path / "a")
+
+    class Crash(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 5:  # mid epoch 2
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(TINY_WD, data, FitConfig(**CFG), output=tmp_path / "b", callbacks=[Crash()])
+    resumed = fit(TINY_WD, data, FitConfig(**CFG), output=tmp_path / "b", resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    for a, b in zip(full.history, resumed.history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    for wa, wb in zip(full.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_allclose(wa, wb, atol=1e-5)
+
+
+def test_refuses_to_overwrite_or_mix_runs(data, tmp_path):
+    fit(TINY, data, FitConfig(**{**CFG, "epochs": 1}), output=tmp_path)
+    with pytest.raises(TrainingError, match="already holds a run"):
+        fit(TINY, data, FitConfig(**{**CFG, "epochs": 1}), output=tmp_path)
+    with pytest.raises(TrainingError, match="different run"):
+        fit(TINY, data, FitConfig(**{**CFG, "epochs": 1, "batch_size": 10}), output=tmp_path,
+            resume=True)
+
+
+def test_sgd_weight_decay_is_pytorchs_coupled_l2():
+    recipe = dict(optimizer="sgd", learning_rate=0.1, weight_decay=0.01, lr_step_epochs=None,
+                  lr_gamma=0.1)
+    opt = make_optimizer(recipe, steps_per_epoch=1)
+    p0 = np.array([1.0, -2.0, 3.0], "float32")
+    g = np.array([0.5, 0.25, -1.0], "float32")
+    var = keras.Variable(p0)
+    opt.apply_gradients([(keras.ops.convert_to_tensor(g), var)])
+    # by hand: p1 = p0 - lr * (g + wd * p0)
+    np.testing.assert_allclose(var.numpy(), p0 - 0.1 * (g + 0.01 * p0), rtol=1e-6)
+    torch = pytest.importorskip("torch")
+    tp = torch.nn.Parameter(torch.tensor(p0))
+    topt = torch.optim.SGD([tp], lr=0.1, weight_decay=0.01)
+    tp.grad = torch.tensor(g)
+    topt.step()
+    np.testing.assert_allclose(var.numpy(), tp.detach().numpy(), rtol=1e-6)
+
+
+def test_step_schedule_is_steplr():
+    recipe = dict(optimizer="sgd", learning_rate=0.01, weight_decay=0.0, lr_step_epochs=20,
+                  lr_gamma=0.1)
+    opt = make_optimizer(recipe, steps_per_epoch=7)
+    lr = opt.learning_rate  # schedule evaluated at the optimizer's step count
+    sched = opt._learning_rate
+    assert float(sched(20 * 7 - 1)) == pytest.approx(0.01)
+    assert float(sched(20 * 7)) == pytest.approx(0.001)
+    assert float(sched(40 * 7)) == pytest.approx(0.0001)
+    assert float(lr) == pytest.approx(0.01)
+
+
+def test_classification_metrics_by_hand():
+    scores = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]))
+    m = classification_metrics(scores, np.array([0, 1, 1, 2]), ["a", "b", "c"])
+    assert m["accuracy"] == 0.75
+    assert m["confusion"] == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    assert m["per_class"]["a"] == {"precision": 0.5, "recall": 1.0, "support": 1}
+    assert m["per_class"]["b"]["recall"] == 0.5
+    assert m["loss"] == pytest.approx(-np.mean(np.log([0.7, 0.8, 0.3, 0.6])))
