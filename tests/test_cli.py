@@ -1,0 +1,133 @@
+"""The train/evaluate command lines, end to end in subprocesses, on a tiny dataset on disk."""
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import wave
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+WORDS = ("down", "go", "yes")
+
+
+def _write_wav(path, audio):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """3 words of tones in the Speech Commands layout: 8 train, 3 val, 3 test clips each."""
+    root = tmp_path_factory.mktemp("tiny_speech_commands")
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    val, test = [], []
+    for w, word in enumerate(WORDS):
+        for i in range(14):
+            speaker = f"{i:08x}"
+            audio = 0.4 * np.sin(2 * np.pi * (300 + 250 * w) * t * (1 + 0.01 * i))
+            audio += rng.normal(0, 0.05, t.shape)
+            rel = f"{word}/{speaker}_nohash_0.wav"
+            _write_wav(root / rel, audio[: 16000 - 500 * (i % 3)])  # some clips are short
+            (val if i in (8, 9, 10) else test if i >= 11 else []).append(rel)
+    _write_wav(root / "_background_noise_" / "white_noise.wav", rng.normal(0, 0.3, 32000))
+    (root / "validation_list.txt").write_text("\n".join(val) + "\n")
+    (root / "testing_list.txt").write_text("\n".join(test) + "\n")
+    return root
+
+
+def _cli(module, *args, check=True, **kw):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, **kw)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+TRAIN = ("gru1", "--sample-rate", "8000", "--batch-size", "8", "--quiet")
+
+
+def test_train_then_evaluate(tiny_root, tmp_path):
+    out = tmp_path / "run"
+    proc = _cli("kws_tf.train", *TRAIN, "--epochs", "2", "--data", tiny_root, "--output", out)
+    assert "testing" in proc.stdout and "best epoch" in proc.stdout
+    for name in ("model.keras", "config.json", "history.csv", "metrics.json",
+                 "training_loss.png", "confusion_matrix.png"):
+        assert (out / name).stat().st_size > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["testing"]["clips"] == 9 and metrics["validation"]["clips"] == 9
+    config = json.loads((out / "config.json").read_text())
+    assert config["sample_rate"] == 8000 and config["overrides"] == {"batch_size": 8, "epochs": 2}
+
+    ev = tmp_path / "eval"
+    proc = _cli("kws_tf.evaluate", out / "model.keras", "--data", tiny_root, "--output", ev)
+    acc = float(re.search(r"testing: accuracy ([0-9.]+)", proc.stdout).group(1))
+    assert acc == pytest.approx(metrics["testing"]["accuracy"], abs=1e-4)
+    assert json.loads((ev / "metrics.json").read_text())["accuracy"] == pytest.approx(acc, abs=1e-4)
+    assert (ev / "confusion_matrix.png").stat().st_size > 0
+
+
+def _history(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_resume_after_sigkill(tiny_root, tmp_path):
+    args = (*TRAIN, "--epochs", "4", "--data", tiny_root)
+    _cli("kws_tf.train", *args, "--output", tmp_path / "whole")
+
+    out = tmp_path / "killed"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen([sys.executable, "-m", "kws_tf.train", *map(str, args), "--output",
+                             str(out)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state = out / "checkpoints" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)  # in epoch 2: no chance to clean up
+    proc.wait()
+    done = json.loads(state.read_text())["epoch"]
+    assert 1 <= done < 4 and not (out / "model.keras").exists()
+
+    _cli("kws_tf.train", *args, "--output", out, "--resume")
+    whole, resumed = _history(tmp_path / "whole" / "history.csv"), _history(out / "history.csv")
+    assert [r["epoch"] for r in resumed] == ["1", "2", "3", "4"]
+    for a, b in zip(whole, resumed):
+        for key in ("loss", "val_loss", "val_accuracy", "lr"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-6), key
+    m_whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    m_resumed = json.loads((out / "metrics.json").read_text())
+    assert m_whole["testing"]["accuracy"] == m_resumed["testing"]["accuracy"]
+    assert m_whole["best_epoch"] == m_resumed["best_epoch"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("gru9", "--data", "{root}"), "unknown variant 'gru9'; valid: gru1, gru2"),
+    (("gru1", "--data", "{missing}"), "{missing}"),
+    (("gru1", "--data", "{root}", "--output", "{blocked}/run"), "cannot write to output folder"),
+])
+def test_errors_are_one_line_with_exit_code_2(tiny_root, tmp_path, args, message):
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    fill = dict(root=tiny_root, missing=tmp_path / "nowhere", blocked=blocked)
+    proc = _cli("kws_tf.train", *(a.format(**fill) for a in args), check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert message.format(**fill) in lines[0]
