@@ -1,0 +1,158 @@
+"""The benchmark compares like with like: same parameters, same function (no timings here)."""
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from kws_tf import VARIANTS, build_model, count_trainable_params
+
+torch = pytest.importorskip("torch")
+
+from benchmarks import common  # noqa: E402
+from benchmarks.torch_reference import TorchKWS, copy_from_keras, count_params, forward_macs  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("rate", [16000, 8000])
+def test_torch_reference_has_our_parameter_count(variant, rate):
+    ours = count_trainable_params(build_model(variant, rate))
+    assert count_params(TorchKWS(variant, rate)) == ours == VARIANTS[variant].trainable_params
+
+
+def _randomize_bn(model, seed=0):
+    """Non-trivial BN statistics/affine so inference-mode equality tests something."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(-1.5, 1.5, g.shape).astype("float32"),
+                               rng.normal(0, 0.3, b.shape).astype("float32"),
+                               rng.normal(0, 0.1, m.shape).astype("float32"),
+                               rng.uniform(0.5, 2.0, v.shape).astype("float32")])
+
+
+@pytest.mark.parametrize("variant,rate,input_rate", [("gru4", 16000, None), ("gru1", 8000, 16000),
+                                                     ("gru6", 16000, None)])
+def test_torch_reference_computes_our_function(variant, rate, input_rate):
+    keras.utils.set_random_seed(1)
+    model = build_model(variant, rate, input_rate=input_rate)
+    _randomize_bn(model)
+    tm = copy_from_keras(TorchKWS(variant, rate, input_rate=input_rate), model)
+    x = np.random.default_rng(2).uniform(-1, 1, (4, input_rate or rate)).astype("float32")
+    ours = keras.ops.convert_to_numpy(model(x, training=False))
+    tm.eval()
+    with torch.no_grad():
+        theirs = tm(torch.tensor(x)).numpy()
+    assert ours.shape == theirs.shape == (4, 35)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=1e-5)
+    # Training mode: BatchNorm normalises with the batch statistics in both.
+    ours_t = keras.ops.convert_to_numpy(model(x, training=True))
+    tm.train()
+    with torch.no_grad():
+        theirs_t = tm(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(ours_t, theirs_t, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant,rate,input_rate", [("gru4", 16000, None), ("gru1", 8000, 16000),
+                                                     ("gru3", 16000, None)])
+def test_fast_build_is_the_same_model(variant, rate, input_rate):
+    plain = build_model(variant, rate, input_rate=input_rate)
+    fast = build_model(variant, rate, input_rate=input_rate, fast=True)
+    _randomize_bn(plain)
+    assert [(w.path, w.shape) for w in plain.weights] == [(w.path, w.shape) for w in fast.weights]
+    assert count_trainable_params(fast) == VARIANTS[variant].trainable_params
+    fast.set_weights(plain.get_weights())
+    x = np.random.default_rng(3).uniform(-1, 1, (3, input_rate or rate)).astype("float32")
+    for training in (False, True):
+        a = keras.ops.convert_to_numpy(plain(x, training=training))
+        b = keras.ops.convert_to_numpy(fast(x, training=training))
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="gradient check uses tf")
+def test_fast_build_has_the_same_gradients():
+    import tensorflow as tf
+    plain, fast = build_model("gru4", 8000), build_model("gru4", 8000, fast=True)
+    _randomize_bn(plain)
+    fast.set_weights(plain.get_weights())
+    x = np.random.default_rng(4).uniform(-1, 1, (3, 8000)).astype("float32")
+    y = np.array([1, 5, 30])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    grads = []
+    for m in (plain, fast):
+        with tf.GradientTape() as tape:
+            value = loss(y, m(x, training=True))
+        grads.append(tape.gradient(value, m.trainable_variables))
+    for ga, gb, w in zip(*grads, plain.trainable_variables):
+        scale = max(1e-3, float(np.abs(ga.numpy()).max()))
+        np.testing.assert_allclose(ga.numpy(), gb.numpy(), atol=1e-5 * scale, err_msg=w.path)
+
+
+def test_fast_build_round_trips_through_keras_file(tmp_path):
+    model = build_model("gru1", 8000, fast=True)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 8000)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)),
+                               keras.ops.convert_to_numpy(loaded(x)), atol=1e-6)
+
+
+def test_forward_macs_from_layer_shapes():
+    m16, m8 = forward_macs("gru4", 16000), forward_macs("gru4", 8000, input_rate=16000)
+    assert m16["block1_conv"] == 5307 * 80 * 1 * 128
+    assert m16["gru_steps"] == 20 and m8["gru_steps"] == 9
+    assert 165e6 < m16["total"] < 180e6 and 80e6 < m8["total"] < 90e6
+    assert m16["gru"] / m16["total"] < 0.05
+
+
+@pytest.mark.parametrize("flags,vendor,family,expect", [
+    ("fma avx avx2", "AuthenticAMD", 25, 32),                       # Zen 3
+    ("fma avx2 avx512f avx512_bf16", "AuthenticAMD", 25, 32),       # Zen 4 (double-pumped)
+    ("fma avx2 avx512f", "GenuineIntel", 6, 64),                    # Xeon SP, 2 FMA units
+    ("sse4_2", "GenuineIntel", 6, 8),                               # no FMA: add + mul
+])
+def test_cpu_peak_derivation(flags, vendor, family, expect):
+    info = {"Flags": flags, "Vendor ID": vendor, "CPU family": str(family), "CPU(s)": "2",
+            "CPU max MHz": "2500.0", "Model name": "X"}
+    peak = common.cpu_peak(info)
+    assert peak["peak_gflops_fp32"] == pytest.approx(2 * 2.5 * expect)
+
+
+# Runs benchmarks.gpu with TensorFlow made unimportable, as on a PyTorch+CUDA-only machine.
+_NO_TF = """
+import runpy, sys
+class NoTensorFlow:  # wraps every finder: tensorflow looks not installed (find_spec -> None)
+    def __init__(self, finder):
+        self.finder = finder
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tf_keras"):
+            return None
+        return self.finder.find_spec(name, path, target)
+    def __getattr__(self, attr):
+        return getattr(self.finder, attr)
+sys.meta_path[:] = [NoTensorFlow(f) if hasattr(f, "find_spec") else f for f in sys.meta_path]
+sys.argv = ["gpu"] + sys.argv[1:]
+runpy.run_module("benchmarks.gpu", run_name="__main__")
+assert not any(m.split(".")[0] == "tensorflow" for m in sys.modules)
+"""
+
+
+def test_gpu_script_cpu_fallback_without_tensorflow(tmp_path):
+    """gpu.py needs only keras + torch: run its smoke mode on CPU with TF blocked."""
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": REPO}
+    proc = subprocess.run([sys.executable, "-c", _NO_TF, "--small", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert not res["cuda"]
+    cols = {r["column"]: r for r in res["rows"]}
+    assert {"keras-torch fp32", "torch fp32"} <= set(cols)
+    for name in ("keras-torch fp32", "torch fp32"):
+        assert cols[name]["clips_per_s"] > 0 and cols[name]["epoch_s"] > 0
