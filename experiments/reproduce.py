@@ -1,0 +1,334 @@
+"""Reproduce the study's table: every variant at 8 kHz and 16 kHz with its own recipe.
+
+Examples:
+  python experiments/reproduce.py                              # all 12 cells, full recipes
+  python experiments/reproduce.py --variants gru1,gru4 --rates 8000
+  python experiments/reproduce.py --data ../shared/data/speech_commands_subset \\
+      --epochs-scale 0.2 --output experiments/results/subset   # short runs on the subset
+
+Each cell (variant x rate) is one ordinary run folder, ``OUTPUT/cells/<variant>-<k>k/``, made
+by the one fit path (``kws_tf.training.fit``).  A cell with a ``metrics.json`` is finished
+and is skipped; an unfinished one continues from its last completed epoch, so rerunning the
+same command after a kill picks up where it stopped.  After every cell the summary is
+rewritten: ``results.json``, ``results.md`` (ours beside the study's figures) and
+``results.png`` (grouped bars).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from kws_tf import artifacts
+from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant, get_variant
+
+CELL_RECORD = "cell.json"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python experiments/reproduce.py", description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"comma-separated variant keys (default: all, {','.join(VARIANTS)})")
+    p.add_argument("--rates", default="8000,16000",
+                   help="comma-separated sample rates, 8000 and/or 16000 (default both)")
+    p.add_argument("--data", default=None,
+                   help="dataset folder (Speech Commands layout), or 'synthetic'; default: the "
+                        "downloaded full dataset")
+    p.add_argument("--epochs-scale", type=float, default=1.0,
+                   help="multiply every recipe's epochs (and gru2's StepLR step) by this, "
+                        "rounded, at least 1; 1 = the study's recipes (default)")
+    p.add_argument("--output", default="runs/reproduce",
+                   help="folder for results.* and the cells/ run folders (default runs/reproduce)")
+    p.add_argument("--note", default="",
+                   help="one line printed at the top of results.md (e.g. what data this is)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="XLA-compile the training step (default: the fit path's default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    try:
+        args.variants = [get_variant(v.strip()).name for v in args.variants.split(",") if v.strip()]
+        args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    except ValueError as e:
+        p.error(str(e))
+    if not args.variants or not args.rates:
+        p.error("--variants and --rates must each name at least one")
+    bad = [r for r in args.rates if r not in SAMPLE_RATES]
+    if bad:
+        p.error(f"--rates must be among {SAMPLE_RATES}, got {bad}")
+    if not args.epochs_scale > 0:
+        p.error("--epochs-scale must be > 0")
+    return args
+
+
+# ----------------------------------------------------------------------------- cells
+def cell_name(variant: str, rate: int) -> str:
+    return f"{variant}-{rate // 1000}k"
+
+
+def scaled_epochs(n: int, scale: float) -> int:
+    return max(1, int(math.floor(n * scale + 0.5)))
+
+
+def cell_recipe(variant: Variant, scale: float) -> tuple[Variant, int]:
+    """The variant (StepLR step scaled with the epochs, so the schedule keeps its shape)
+    and the number of epochs for one cell."""
+    epochs = scaled_epochs(variant.epochs, scale)
+    if scale != 1.0 and variant.lr_step_epochs:
+        variant = variant.replace(lr_step_epochs=scaled_epochs(variant.lr_step_epochs, scale))
+    return variant, epochs
+
+
+def finished_cell(folder: Path):
+    """The cell's record if the cell has finished (metrics.json written last by fit)."""
+    if (folder / "metrics.json").exists() and (folder / CELL_RECORD).exists():
+        return json.loads((folder / CELL_RECORD).read_text())
+    return None
+
+
+def run_cell(variant: Variant, rate: int, data, args, output: Path) -> dict:
+    from kws_tf.training import FitConfig, fit
+
+    folder = output / "cells" / cell_name(variant.name, rate)
+    cell_variant, epochs = cell_recipe(variant, args.epochs_scale)
+    config = FitConfig(sample_rate=rate, epochs=epochs, seed=args.seed,
+                       verbose=0 if args.quiet else 1)
+    if args.jit_compile is not None:
+        config.jit_compile = args.jit_compile
+    resumed = (folder / "checkpoints" / "state.json").exists()
+    start = time.perf_counter()
+    run = fit(cell_variant, data, config, output=folder, resume=True,
+              extra_config={"experiment": "reproduce", "epochs_scale": args.epochs_scale})
+    wall = time.perf_counter() - start
+    record = {
+        "variant": variant.name, "sample_rate": rate, "epochs_planned": epochs,
+        "epochs_scale": args.epochs_scale, "lr_step_epochs": cell_variant.lr_step_epochs,
+        "seed": args.seed, "wall_seconds": round(wall, 1), "resumed": resumed,
+        "clips": {s: int(len(data[s].labels)) for s in data.splits},
+        "data": str(data.root) if data.root else None,
+        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    artifacts.write_json(folder / CELL_RECORD, record)
+    return record
+
+
+def check_cell_matches(record: dict, variant: Variant, args, folder: Path) -> None:
+    _, epochs = cell_recipe(variant, args.epochs_scale)
+    if record["epochs_planned"] != epochs or record.get("seed", 0) != args.seed:
+        raise ValueError(
+            f"{folder} was finished with {record['epochs_planned']} epochs "
+            f"(--epochs-scale {record['epochs_scale']}, seed {record.get('seed', 0)}), "
+            f"not {epochs} (--epochs-scale {args.epochs_scale}, seed {args.seed}); "
+            f"use another --output")
+
+
+# ----------------------------------------------------------------------------- summary
+def collect(output: Path) -> list:
+    """One row per finished cell in ``output/cells``, in VARIANTS order then by rate."""
+    rows = []
+    order = {name: i for i, name in enumerate(VARIANTS)}
+    for folder in sorted((output / "cells").glob("*")):
+        record = finished_cell(folder)
+        if not record:
+            continue
+        metrics = json.loads((folder / "metrics.json").read_text())
+        v = VARIANTS[record["variant"]]
+        rate = record["sample_rate"]
+        study = v.study_accuracy.get(rate)
+        ours = metrics["testing"]["accuracy"] if "testing" in metrics else None
+        rows.append({
+            "variant": v.name, "sample_rate": rate,
+            "study_test_accuracy": study,
+            "test_accuracy": ours,
+            "validation_accuracy": metrics["validation"]["accuracy"],
+            "difference": None if ours is None or study is None else ours - study,
+            "test_loss": metrics["testing"]["loss"] if "testing" in metrics else None,
+            "trainable_params": metrics["trainable_params"],
+            "study_trainable_params": v.trainable_params,
+            "epochs_planned": record["epochs_planned"], "recipe_epochs": v.epochs,
+            "epochs_run": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
+            "train_seconds": metrics["train_seconds"],
+            "train_clips_per_second": metrics["train_clips_per_second"],
+            "wall_seconds": record["wall_seconds"], "resumed": record["resumed"],
+            "clips": record["clips"], "run_folder": str(folder.relative_to(output)),
+        })
+    rows.sort(key=lambda r: (order.get(r["variant"], 99), r["sample_rate"]))
+    return rows
+
+
+def _pct(x, digits=1):
+    return "–" if x is None else f"{100 * x:.{digits}f} %"
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def render_markdown(summary: dict) -> str:
+    rows = summary["cells"]
+    lines = ["# Reproduction of the study's table", ""]
+    if summary.get("note"):
+        lines += [f"**{summary['note']}**", ""]
+    clips = rows[0]["clips"] if rows else {}
+    counts = " / ".join(f"{clips[s]} {s}" for s in ("training", "validation", "testing")
+                        if s in clips)
+    scale = summary["epochs_scale"]
+    lines += [
+        f"- Data: `{summary['data']}`" + (f" ({counts} clips)" if counts else ""),
+        "- Epochs: " + ("each variant's own recipe (the study's)" if scale == 1 else
+                        f"each recipe's epochs x {scale:g} (rounded, at least 1; gru2's "
+                        f"StepLR step scaled the same way): "
+                        + ", ".join(sorted({f"{r['variant']} {r['epochs_planned']}"
+                                            for r in rows}, key=lambda s: s))),
+        "- Ours: the weights of the epoch with the lowest validation loss, evaluated on the "
+        "validation and test splits of this data.",
+        "- Study: its reported **test** accuracy, on the **full** Speech Commands v0.02 dataset "
+        "with the full recipes. Difference = ours (test) - study, in percentage points.",
+        f"- Machine: {summary['cpu']}; TensorFlow {summary['tensorflow']}, "
+        f"Keras {summary['keras']}.",
+        f"- Command: `{summary['command']}`",
+        "",
+        "| variant | rate | study test | ours test | difference | ours val | trainable params "
+        "(ours / study) | epochs (run / planned; best) | train time | wall time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        diff = "–" if r["difference"] is None else f"{100 * r['difference']:+.1f} pp"
+        lines.append(
+            f"| {r['variant']} | {r['sample_rate'] // 1000} kHz | {_pct(r['study_test_accuracy'], 0)} "
+            f"| {_pct(r['test_accuracy'])} | {diff} | {_pct(r['validation_accuracy'])} "
+            f"| {r['trainable_params']:,} / {r['study_trainable_params']:,} "
+            f"| {r['epochs_run']} / {r['epochs_planned']}; {r['best_epoch']} "
+            f"| {_duration(r['train_seconds'])} ({r['train_clips_per_second']:.0f} clips/s) "
+            f"| {_duration(r['wall_seconds'])}{' (resumed)' if r['resumed'] else ''} |")
+    missing = summary.get("missing") or []
+    if missing:
+        lines += ["", "Not finished yet: " + ", ".join(missing) + "."]
+    lines += ["", "![ours vs the study](results.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(path: Path, rows: list, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rates = sorted({r["sample_rate"] for r in rows}) or [16000]
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    fig, axes = plt.subplots(1, len(rates), figsize=(6.5 * len(rates), 4.2), squeeze=False,
+                             sharey=True)
+    x = np.arange(len(variants))
+    width = 0.38
+    for ax, rate in zip(axes[0], rates):
+        cell = {r["variant"]: r for r in rows if r["sample_rate"] == rate}
+        study = [100 * VARIANTS[v].study_accuracy.get(rate, np.nan) for v in variants]
+        ours = [100 * cell[v]["test_accuracy"] if v in cell and cell[v]["test_accuracy"]
+                is not None else np.nan for v in variants]
+        b1 = ax.bar(x - width / 2, study, width, label="study (full dataset)", color="0.65")
+        b2 = ax.bar(x + width / 2, ours, width, label="ours (test split)", color="C0")
+        ax.bar_label(b1, fmt="%.0f", fontsize=7, padding=1)
+        ax.bar_label(b2, fmt="%.0f", fontsize=7, padding=1)
+        ax.set_xticks(x, variants)
+        ax.set(title=f"{rate // 1000} kHz", ylim=(0, 105))
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with artifacts.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def write_summary(output: Path, args, requested) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from kws_tf.training import cpu_model
+
+    rows = collect(output)
+    done = {(r["variant"], r["sample_rate"]) for r in rows}
+    summary = {
+        "note": args.note, "data": _data_of(output, rows) if rows else args.data,
+        "epochs_scale": args.epochs_scale,
+        "command": shlex.join(["python", "experiments/reproduce.py", *args.argv]),
+        "cpu": cpu_model(), "tensorflow": tf.__version__, "keras": keras.__version__,
+        "updated": datetime.datetime.now().isoformat(timespec="seconds"),
+        "missing": [cell_name(v, r) for v, r in requested if (v, r) not in done],
+        "cells": rows,
+    }
+    artifacts.write_json(output / "results.json", summary)
+    artifacts.write_text(output / "results.md", render_markdown(summary))
+    scale = "full recipes" if args.epochs_scale == 1 else f"epochs x {args.epochs_scale:g}"
+    plot(output / "results.png", rows,
+         f"Test accuracy, ours ({scale}) vs the study (full dataset, full recipes)"
+         + (f"\n{args.note}" if args.note else ""))
+    return summary
+
+
+def _data_of(output: Path, rows) -> str:
+    record = json.loads((output / rows[0]["run_folder"] / CELL_RECORD).read_text())
+    return record.get("data")
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None, load_data=None) -> int:
+    """``load_data(root, rate) -> TrainingData`` can be swapped (tests use in-memory data)."""
+    args = parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
+    from kws_tf.training import check_output_dir
+
+    output = Path(args.output)
+    check_output_dir(output)
+    requested = [(v, r) for r in args.rates for v in args.variants]
+    todo = {}
+    for v, rate in requested:
+        folder = output / "cells" / cell_name(v, rate)
+        record = finished_cell(folder)
+        if record:
+            check_cell_matches(record, VARIANTS[v], args, folder)
+            print(f"{cell_name(v, rate)}: finished earlier, skipped "
+                  f"(test accuracy in {folder / 'metrics.json'})")
+        else:
+            todo.setdefault(rate, []).append(v)
+
+    if todo:
+        if load_data is None:
+            from kws_tf.data import resolve_data
+            from kws_tf.training import load_training_data
+
+            root = resolve_data(args.data)
+            load_data = lambda rate: load_training_data(root, rate)  # noqa: E731
+            print(f"Data: {root}")
+        else:
+            loader = load_data
+            load_data = lambda rate: loader(args.data, rate)  # noqa: E731
+    for rate in [r for r in args.rates if r in todo]:
+        data = load_data(rate)  # decoded once per rate, shared by that rate's cells
+        for v in todo[rate]:
+            print(f"\n=== {cell_name(v, rate)} " + "=" * 50)
+            run_cell(VARIANTS[v], rate, data, args, output)
+            write_summary(output, args, requested)
+        del data
+    summary = write_summary(output, args, requested)
+    print(f"\n{output / 'results.md'}:\n")
+    print(render_markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    from kws_tf import cli
+
+    sys.exit(cli.run(main))

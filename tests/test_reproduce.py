@@ -1,0 +1,105 @@
+"""experiments/reproduce.py on tiny in-memory data with shrunken variants (seconds per cell)."""
+import csv
+import json
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO))
+from experiments import reproduce  # noqa: E402
+from kws_tf import training  # noqa: E402
+from kws_tf.training import SplitArrays, TrainingData  # noqa: E402
+from kws_tf.variants import VARIANTS  # noqa: E402
+
+
+def _split(rng, n, rate):
+    y = rng.integers(0, 3, n).astype("int32")
+    t = np.arange(rate)
+    x = 0.5 * np.sin(t[None, :] * (y[:, None] + 1) * 0.05) + rng.uniform(-0.1, 0.1, (n, rate))
+    return SplitArrays(x.astype("float32"), y)
+
+
+def tiny_data(root, rate):
+    rng = np.random.default_rng(rate)
+    return TrainingData(None, ["a", "b", "c"], rate,
+                        {"training": _split(rng, 40, rate), "validation": _split(rng, 12, rate),
+                         "testing": _split(rng, 12, rate)})
+
+
+@pytest.fixture(autouse=True)
+def tiny_variants(monkeypatch):
+    """The study's recipes and figures, with tiny layers so a cell trains in seconds."""
+    small = {k: v.replace(conv_channels=(8, 16)[: min(2, len(v.conv_channels))], gru_units=8,
+                          batch_size=20)
+             for k, v in VARIANTS.items()}
+    monkeypatch.setattr(reproduce, "VARIANTS", small)
+    return small
+
+
+def _no_data(root, rate):
+    raise AssertionError("finished cells must not load data")
+
+
+def test_cells_summary_and_skip_finished(tmp_path):
+    out = tmp_path / "repro"
+    args = ["--variants", "gru1,gru2", "--rates", "8000", "--epochs-scale", "0.1",
+            "--output", str(out), "--quiet", "--note", "Tiny test data"]
+    assert reproduce.main(args, load_data=tiny_data) == 0
+    summary = json.loads((out / "results.json").read_text())
+    cells = {(c["variant"], c["sample_rate"]): c for c in summary["cells"]}
+    assert set(cells) == {("gru1", 8000), ("gru2", 8000)} and summary["missing"] == []
+    g1, g2 = cells["gru1", 8000], cells["gru2", 8000]
+    # 10 x 0.1 = 1 epoch; gru2: 40 x 0.1 = 4 epochs, StepLR every 20 x 0.1 = 2 epochs
+    assert (g1["epochs_planned"], g2["epochs_planned"]) == (1, 4)
+    assert g1["study_test_accuracy"] == VARIANTS["gru1"].study_accuracy[8000]
+    assert g1["difference"] == pytest.approx(g1["test_accuracy"] - 0.90)
+    assert g1["trainable_params"] > 0 and g1["study_trainable_params"] == 509_347
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(out / g2["run_folder"] / "history.csv"))]
+    assert lrs == pytest.approx([0.01, 0.01, 0.001, 0.001])
+    md = (out / "results.md").read_text()
+    assert "**Tiny test data**" in md and "full** Speech Commands" in md
+    assert "| gru1 | 8 kHz | 90 % |" in md and "x 0.1" in md
+    assert (out / "results.png").stat().st_size > 10_000
+    assert (out / "cells" / "gru1-8k" / "model.keras").exists()
+
+    # Rerun: both cells are finished, nothing is trained or even loaded.
+    assert reproduce.main(args, load_data=_no_data) == 0
+    # Another scale on top of finished cells is refused, not silently mixed.
+    with pytest.raises(ValueError, match="use another --output"):
+        reproduce.main([*args[:4], "--epochs-scale", "0.5", *args[6:]], load_data=_no_data)
+
+
+def test_killed_cell_continues_from_last_epoch(tmp_path, monkeypatch):
+    out = tmp_path / "repro"
+    args = ["--variants", "gru2", "--rates", "8000", "--epochs-scale", "0.1",
+            "--output", str(out), "--quiet"]
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    real_fit = training.fit
+    monkeypatch.setattr(training, "fit", lambda *a, **k: real_fit(*a, callbacks=[Kill()], **k))
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.main(args, load_data=tiny_data)
+    assert not (out / "results.json").exists() or not json.loads(
+        (out / "results.json").read_text())["cells"]
+    monkeypatch.setattr(training, "fit", real_fit)
+    assert reproduce.main(args, load_data=tiny_data) == 0
+    cell = json.loads((out / "results.json").read_text())["cells"][0]
+    assert cell["resumed"] and cell["epochs_run"] == 4
+    rows = list(csv.DictReader(open(out / cell["run_folder"] / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("bad", [["--variants", "gru9"], ["--rates", "22050"],
+                                 ["--epochs-scale", "0"]])
+def test_bad_arguments_exit_2(bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        reproduce.parse_args(bad)
+    assert e.value.code == 2
