@@ -1,0 +1,60 @@
+"""Speech Commands data: official splits, download, tf.data pipeline, augmentation, and an
+embedded synthetic dataset.  ``python -m kws_tf.data --help`` for the command line."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from .audio import (CLIP_SAMPLES, CLIP_SECONDS, SAMPLE_RATE, DataError, WavInfo, decode_clip,
+                    read_wav, wav_info, write_wav)
+from .download import ARCHIVES, cache_dir, default_data_root, download
+from .pipeline import (Clips, DataWarning, augment_dataset, load_arrays, make_dataset, scan,
+                       tf_resample)
+from .splits import SPLITS, is_dataset, load_splits
+from .synthetic import DEFAULTS as SYNTHETIC_DEFAULTS
+from .synthetic import GENERATOR_VERSION, SynthesisError, synthetic
+
+__all__ = ["ARCHIVES", "CLIP_SAMPLES", "CLIP_SECONDS", "Clips", "DataError", "DataWarning",
+           "SAMPLE_RATE", "SPLITS", "SYNTHETIC_DEFAULTS", "SynthesisError", "WavInfo",
+           "augment_dataset", "cache_dir", "decode_clip", "default_data_root", "download",
+           "is_dataset", "load_arrays", "load_splits", "make_dataset", "read_wav",
+           "resolve_data", "scan", "synthetic", "synthetic_root", "tf_resample", "wav_info",
+           "write_wav"]
+
+
+def synthetic_root(**params) -> Path:
+    """The cache folder of the synthetic dataset for ``params`` (defaults: SYNTHETIC_DEFAULTS)."""
+    params = {**SYNTHETIC_DEFAULTS, **params}
+    key = json.dumps({"version": GENERATOR_VERSION, "words": list(params["words"]),
+                      "clips_per_word": int(params["clips_per_word"]), "seed": int(params["seed"])},
+                     sort_keys=True)
+    return cache_dir() / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def resolve_data(arg=None) -> Path:
+    """The dataset folder for a CLI's ``--data``: a path, "synthetic", or None (the default).
+
+    "synthetic" builds the embedded eSpeak NG dataset under the cache folder if it is not there
+    yet; None means the downloaded full dataset (:func:`default_data_root`).
+    """
+    if arg is None:
+        root = default_data_root()
+        if not is_dataset(root):
+            raise DataError(f"no Speech Commands dataset in {root}: run `python -m kws_tf.data "
+                            "download` (2.4 GB), or pass --data synthetic (embedded, no download) "
+                            "or --data PATH")
+        return root
+    if str(arg) == "synthetic":
+        root = synthetic_root()
+        if not is_dataset(root):
+            p = SYNTHETIC_DEFAULTS
+            print(f"building the synthetic dataset ({len(p['words'])} words x {p['clips_per_word']} "
+                  f"eSpeak NG speakers) in {root}", file=sys.stderr, flush=True)
+            synthetic(root, **p)
+        return root
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        raise DataError(f"dataset folder not found: {root}")
+    return root

@@ -1,0 +1,282 @@
+"""tf.data pipeline: decode, cache as int16, shuffle, batch, resample per batch, augment."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .audio import (CLIP_SAMPLES, SAMPLE_RATE, DataError, check_rate, clip_int16, read_wav,
+                    resample, wav_info)
+from .splits import load_splits, split_name
+
+ON_ERROR = ("raise", "skip")
+
+
+class DataWarning(UserWarning):
+    """Clips left out of a dataset because they could not be read (on_error="skip")."""
+
+
+@dataclasses.dataclass
+class Clips:
+    """One split, checked: what to decode and how."""
+
+    root: Path
+    split: str
+    labels: list  # the dataset's words; label ids index this list
+    files: list  # relative paths kept, in split order
+    label_ids: np.ndarray  # (n,) int32
+    converted: np.ndarray  # (k, 16000) int16: clips tf.audio.decode_wav cannot read as they are
+    converted_index: np.ndarray  # (n,) int32: row in ``converted``, or -1 to decode the file
+    skipped: dict  # relative path -> reason
+
+    def __len__(self):
+        return len(self.files)
+
+
+def scan(root, split, on_error: str = "raise") -> Clips:
+    """Check every clip of ``split`` before TensorFlow sees it.
+
+    Standard clips (16-bit mono 16 kHz) only have their header checked; they are decoded
+    later by tf.audio.decode_wav.  Other readable WAVs (8/24/32-bit, float, stereo, other
+    rates) are converted here, once.  Unreadable files raise DataError naming the file, or
+    with ``on_error="skip"`` are left out and reported in a DataWarning.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    root, split = Path(root), split_name(split)
+    labels, splits = load_splits(root)
+    index = {w: i for i, w in enumerate(labels)}
+    files, ids, conv_index, converted, skipped = [], [], [], [], {}
+    for rel in splits[split]:
+        path = root / rel
+        try:
+            info = wav_info(path)
+            row = -1
+            if not info.standard:
+                check_rate(info.sample_rate, path)
+                converted.append(clip_int16(path))
+                row = len(converted) - 1
+        except DataError as e:
+            if on_error == "raise":
+                raise DataError(f"{e} (pass on_error='skip' to leave unreadable clips out)") from None
+            skipped[rel] = str(e)
+            continue
+        files.append(rel)
+        ids.append(index[rel.split("/", 1)[0]])
+        conv_index.append(row)
+    if skipped:
+        shown = "; ".join(list(skipped.values())[:3])
+        more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
+        warnings.warn(f"{root} {split}: skipped {len(skipped)} unreadable clip(s): {shown}{more}",
+                      DataWarning, stacklevel=3)
+    if not files:
+        raise DataError(f"{root}: no usable clips in the {split} split")
+    conv = np.stack(converted) if converted else np.zeros((0, CLIP_SAMPLES), np.int16)
+    return Clips(root, split, labels, files, np.asarray(ids, np.int32), conv,
+                 np.asarray(conv_index, np.int32), skipped)
+
+
+# ------------------------------------------------------------------------- resampling
+def tf_resample(audio, orig_freq: int, new_freq: int):
+    """kws_tf.Resample with plain TensorFlow ops, for tf.data under a non-TF Keras backend.
+
+    Same kernel and arithmetic: pad (width, width + orig) samples, strided conv with one
+    output channel per phase, interleave the phases, crop to ceil(new * length / orig).
+    """
+    import tensorflow as tf
+
+    from ..resample import resampled_length, sinc_resample_kernel
+
+    if orig_freq == new_freq:
+        return audio
+    kernel, width, orig, _ = sinc_resample_kernel(orig_freq, new_freq)
+    length = audio.shape[-1]
+    x = tf.pad(audio[:, :, None], [[0, 0], [width, width + orig], [0, 0]])
+    y = tf.nn.conv1d(x, tf.constant(kernel[:, None, :], tf.float32), stride=orig, padding="VALID")
+    return tf.reshape(y, [tf.shape(y)[0], -1])[:, :resampled_length(length, orig_freq, new_freq)]
+
+
+def batch_resampler(sample_rate: int):
+    """A function resampling (batch, 16000) float32 tensors to ``sample_rate`` in tf.data."""
+    import keras
+
+    if sample_rate == SAMPLE_RATE:
+        return lambda x: x
+    if keras.backend.backend() == "tensorflow":
+        from ..resample import Resample
+
+        layer = Resample(SAMPLE_RATE, sample_rate)  # keras.ops run as TF ops in the map
+        return lambda x: layer(x)
+    return functools.partial(tf_resample, orig_freq=SAMPLE_RATE, new_freq=sample_rate)
+
+
+# --------------------------------------------------------------------------- datasets
+def _decoded(clips: Clips):
+    """Dataset of (int16 (16000,), int32 label), in split order."""
+    import tensorflow as tf
+
+    paths = [os.fspath(clips.root / rel) for rel in clips.files]
+    converted = tf.constant(clips.converted)  # eager: captured by reference, not in the graph
+
+    def from_file(path):
+        audio, _ = tf.audio.decode_wav(tf.io.read_file(path), desired_channels=1)
+        # decode_wav divides the int16 samples by 32768: multiplying back is exact.
+        x = tf.cast(tf.round(audio[:CLIP_SAMPLES, 0] * 32768.0), tf.int16)
+        x = tf.pad(x, [[0, CLIP_SAMPLES - tf.shape(x)[0]]])  # short clips: zeros at the end
+        return tf.ensure_shape(x, [CLIP_SAMPLES])
+
+    def load(path, label, row):
+        if len(clips.converted) == 0:
+            return from_file(path), label
+        return tf.cond(row >= 0, lambda: tf.gather(converted, tf.maximum(row, 0)),
+                       lambda: from_file(path)), label
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, clips.label_ids, clips.converted_index))
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _cache(ds, cache, clips: Clips):
+    """Memory cache (True), none (False/None), or files in the folder ``cache``."""
+    if cache is True:
+        return ds.cache()
+    if not cache:
+        return ds
+    folder = Path(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    # The name covers what was decoded, so an edited dataset never reads a stale cache.
+    h = hashlib.sha256(f"v1|{clips.root.resolve()}|{clips.split}".encode())
+    for rel in clips.files:
+        st = (clips.root / rel).stat()
+        h.update(f"|{rel}:{st.st_size}:{st.st_mtime_ns}".encode())
+    prefix = folder / f"{clips.split}-{h.hexdigest()[:16]}"
+    if not Path(f"{prefix}.index").exists():
+        # An interrupted first pass leaves a lockfile that makes TensorFlow refuse the prefix.
+        for stale in folder.glob(prefix.name + "*"):
+            stale.unlink()
+    return ds.cache(os.fspath(prefix))
+
+
+def make_dataset(root, split, sample_rate: int = SAMPLE_RATE, batch_size: int = 100,
+                 shuffle: Optional[bool] = None, seed: int = 0, augment=None, cache=True,
+                 on_error: str = "raise", drop_remainder: bool = False):
+    """``tf.data.Dataset`` of ``(audio, label)`` batches of one split of a Speech Commands folder.
+
+    audio: float32 in [-1, 1], shape (batch, sample_rate); label: int32 index into the sorted
+    word list (``load_splits(root)[0]``).
+
+    - Clips are decoded with tf.audio.decode_wav at 16 kHz, padded with zeros / cropped to 1 s,
+      and cached as int16: ``cache=True`` in memory, a folder path for cache files there,
+      ``False`` for none.
+    - ``shuffle`` (default: only for training) reshuffles every epoch, deterministically for
+      ``seed``.
+    - ``sample_rate=8000`` resamples each batch with ``kws_tf.Resample(16000, 8000)``, the
+      study's own 8 kHz path.
+    - ``augment``: None/False (the study's recipe), True for the defaults, or a dict of
+      :func:`augment_dataset` options.
+    - ``on_error``: "raise" (default) or "skip" unreadable clips (reported as a DataWarning).
+    """
+    ds, _ = _build(root, split, sample_rate, batch_size, shuffle, seed, augment, cache, on_error,
+                   drop_remainder)
+    return ds
+
+
+def _build(root, split, sample_rate, batch_size, shuffle, seed, augment, cache, on_error,
+           drop_remainder):
+    import tensorflow as tf
+
+    if int(sample_rate) <= 0 or int(batch_size) <= 0:
+        raise ValueError(f"sample_rate and batch_size must be positive, got {sample_rate}, {batch_size}")
+    clips = scan(root, split, on_error)
+    ds = _cache(_decoded(clips), cache, clips)
+    if shuffle is None:
+        shuffle = clips.split == "training"
+    if shuffle:
+        ds = ds.shuffle(len(clips), seed=seed, reshuffle_each_iteration=True)
+    resample_batch = batch_resampler(int(sample_rate))
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(
+        lambda x, y: (resample_batch(tf.cast(x, tf.float32) / 32768.0), y),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        options = augment if isinstance(augment, dict) else {}
+        ds = augment_dataset(ds, root, sample_rate=sample_rate, seed=seed, **options)
+    return ds.prefetch(tf.data.AUTOTUNE), clips
+
+
+def load_arrays(root, split, sample_rate: int = SAMPLE_RATE, on_error: str = "raise",
+                batch_size: int = 256):
+    """One split as numpy arrays: ``(audio float32 (n, sample_rate), labels int32 (n,))``.
+
+    The same decoding and resampling as :func:`make_dataset`, in split order, no augmentation.
+    """
+    ds, clips = _build(root, split, sample_rate, batch_size, False, 0, None, False, on_error, False)
+    audio = np.empty((len(clips), int(sample_rate)), np.float32)  # preallocated: no 2x peak
+    labels = np.empty(len(clips), np.int32)
+    i = 0
+    for x, y in ds.as_numpy_iterator():
+        audio[i:i + len(x)], labels[i:i + len(x)] = x, y
+        i += len(x)
+    return audio, labels
+
+
+# ------------------------------------------------------------------------ augmentation
+@functools.lru_cache(maxsize=4)
+def _noise(root: str, sample_rate: int) -> tuple:
+    folder = Path(root) / "_background_noise_"
+    files = sorted(folder.glob("*.wav")) if folder.is_dir() else []
+    out = []
+    for f in files:
+        x, rate = read_wav(f)
+        check_rate(rate, f)
+        out.append(resample(x, rate, sample_rate))
+    return tuple(out)
+
+
+def augment_dataset(ds, root, sample_rate: int = SAMPLE_RATE, seed: int = 0,
+                    background_frequency: float = 0.8, background_volume: float = 0.1,
+                    time_shift_ms: float = 100.0):
+    """Augment a dataset of ``(audio, label)`` batches like TensorFlow's speech_commands example.
+
+    Per clip: shift in time by a uniform offset in ±``time_shift_ms`` (zeros fill the gap),
+    then with probability ``background_frequency`` add a random slice of a random
+    ``root/_background_noise_`` recording scaled by a uniform volume in
+    [0, ``background_volume``], and clip to [-1, 1].  Random draws come from ``seed``: the
+    same seed gives the same augmented epochs; each pass over the dataset gets new draws.
+    """
+    import tensorflow as tf
+
+    n = int(ds.element_spec[0].shape[-1])
+    max_shift = int(round(time_shift_ms * sample_rate / 1000))
+    noise = [x for x in _noise(os.fspath(Path(root).resolve()), int(sample_rate)) if len(x) >= n]
+    if background_frequency > 0 and not noise:
+        raise DataError(f"{Path(root) / '_background_noise_'}: no noise recording of at least "
+                        f"{n} samples for augmentation; set background_frequency=0")
+    if not noise:
+        noise = [np.zeros(n, np.float32)]
+    flat = tf.constant(np.concatenate(noise))
+    starts = tf.constant(np.cumsum([0] + [len(x) for x in noise[:-1]]), tf.int64)
+    spans = tf.constant([len(x) - n + 1 for x in noise], tf.int64)
+
+    def augment(batch_seed, audio, label):
+        b = tf.shape(audio)[0]
+        u = tf.random.stateless_uniform([5, b], seed=tf.stack([batch_seed, seed]), dtype=tf.float64)
+        shift = tf.cast(tf.floor(u[0] * (2 * max_shift + 1)), tf.int32) - max_shift
+        idx = tf.range(n)[None, :] - shift[:, None]
+        inside = (idx >= 0) & (idx < n)
+        shifted = tf.where(inside, tf.gather(audio, tf.clip_by_value(idx, 0, n - 1), batch_dims=1), 0.0)
+        rec = tf.minimum(tf.cast(u[1] * len(noise), tf.int32), len(noise) - 1)
+        offset = tf.cast(tf.floor(u[2] * tf.cast(tf.gather(spans, rec), tf.float64)), tf.int64)
+        picks = tf.gather(starts, rec) + offset
+        background = tf.gather(flat, picks[:, None] + tf.range(n, dtype=tf.int64)[None, :])
+        volume = tf.where(u[3] < background_frequency, u[4] * background_volume, 0.0)
+        mixed = shifted + tf.cast(volume, tf.float32)[:, None] * background
+        return tf.clip_by_value(mixed, -1.0, 1.0), label
+
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip(seeds, ds).map(lambda s, xy: augment(s, *xy),
+                                               num_parallel_calls=tf.data.AUTOTUNE)

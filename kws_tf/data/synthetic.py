@@ -1,0 +1,185 @@
+"""An embedded Speech Commands stand-in made of real synthesized speech (eSpeak NG).
+
+Every (word, speaker) is one clip; a "speaker" is an eSpeak NG accent and voice variant with
+its own speed, pitch and pitch range.  Splits are speaker-disjoint like the real dataset's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .audio import CLIP_SAMPLES, SAMPLE_RATE, DataError, resample, write_wav
+from .splits import is_dataset
+
+# The 35 words of Speech Commands v0.02.
+WORDS = ("backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward",
+         "four", "go", "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on",
+         "one", "right", "seven", "sheila", "six", "stop", "three", "tree", "two", "up", "visual",
+         "wow", "yes", "zero")
+DEFAULTS = {"words": WORDS, "clips_per_word": 20, "seed": 0}
+GENERATOR_VERSION = 1  # bump when the output for the same arguments changes
+ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
+VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
+NOISES = ("white_noise", "pink_noise", "brown_noise", "hum")
+NOISE_SECONDS = 15
+
+
+class SynthesisError(DataError):
+    """eSpeak NG could not run here."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Speaker:
+    id: str  # 8 hex digits, like the dataset's speaker hashes
+    voice: str  # eSpeak NG "accent+variant"
+    wpm: int
+    pitch: int
+    pitch_range: int
+
+
+def make_speakers(n: int, seed: int = 0) -> list:
+    rng = np.random.default_rng([seed, 1])
+    variants = list(rng.permutation(VARIANTS))  # cycle through all variants before repeating
+    return [Speaker(hashlib.sha1(f"kws_tf-synthetic:{seed}:{i}".encode()).hexdigest()[:8],
+                    f"{ACCENTS[rng.integers(len(ACCENTS))]}+{variants[i % len(variants)]}",
+                    int(rng.integers(130, 211)), int(rng.integers(20, 81)), int(rng.integers(20, 101)))
+            for i in range(n)]
+
+
+def held_out(n: int) -> int:
+    """Speakers per held-out split: 10% each, at least one when there are 3 or more."""
+    return max(1, round(0.1 * n)) if n >= 3 else 0
+
+
+def synthetic(dest, words=WORDS, clips_per_word: int = 20, seed: int = 0) -> Path:
+    """Write a small dataset in the exact Speech Commands layout into ``dest``; return it.
+
+    ``clips_per_word`` speakers each say every word: 10% of the speakers (at least one) form
+    validation_list.txt, 10% testing_list.txt.  Clips are 1 s, 16 kHz, 16-bit mono, the word at
+    a random position and level over a faint noise floor; ``_background_noise_`` gets
+    generated white, pink, brown noise and mains hum.  Deterministic for the same arguments.
+    """
+    words = [str(w) for w in words]
+    bad = [w for w in words if not re.fullmatch(r"[a-z0-9][a-z0-9'-]*", w)]
+    if bad or not words or len(set(words)) != len(words):
+        raise DataError(f"words must be distinct lowercase words, got {bad or words}")
+    if int(clips_per_word) < 1:
+        raise DataError(f"clips_per_word must be at least 1, got {clips_per_word}")
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DataError(f"{dest} already exists; delete it or choose another folder")
+    speakers = make_speakers(int(clips_per_word), seed)
+    raw, rate = _espeak([(w, s.voice, s.wpm, s.pitch, s.pitch_range) for s in speakers for w in words])
+    speech = _to_16k([_trim(x) for x in raw], rate)
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.building-", dir=dest.parent))
+    try:
+        n_held = held_out(len(speakers))
+        first_val = len(speakers) - 2 * n_held
+        lists = {"validation": [], "testing": []}
+        for i, speaker in enumerate(speakers):
+            split = None if i < first_val else "validation" if i < first_val + n_held else "testing"
+            for j, word in enumerate(words):
+                rel = f"{word}/{speaker.id}_nohash_0.wav"
+                (tmp / word).mkdir(exist_ok=True)
+                write_wav(tmp / rel, _place(speech[i * len(words) + j], seed, speaker, word))
+                if split:
+                    lists[split].append(rel)
+        for split, name in (("validation", "validation_list.txt"), ("testing", "testing_list.txt")):
+            (tmp / name).write_text("".join(f"{rel}\n" for rel in sorted(lists[split])))
+        (tmp / "_background_noise_").mkdir()
+        for name in NOISES:
+            write_wav(tmp / "_background_noise_" / f"{name}.wav", _noise(name, seed))
+        info = {"generator": "kws_tf.data.synthetic", "version": GENERATOR_VERSION,
+                "words": words, "clips_per_word": int(clips_per_word), "seed": int(seed),
+                "speakers": [dataclasses.asdict(s) for s in speakers]}
+        (tmp / "synthetic.json").write_text(json.dumps(info, indent=1) + "\n")
+        if dest.exists():
+            dest.rmdir()  # checked empty above
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not is_dataset(dest):  # another process built the same folder first: use it
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _espeak(utterances):
+    """Synthesize in a fresh process (see _espeak.py): (list of int16 arrays, sample rate)."""
+    worker = Path(__file__).with_name("_espeak.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "speech.npz"
+        try:
+            proc = subprocess.run([sys.executable, str(worker), str(out)],
+                                  input=json.dumps({"utterances": utterances}), text=True,
+                                  capture_output=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            proc, reason = None, str(e)
+        if proc is not None:
+            lines = proc.stderr.strip().splitlines()
+            reason = lines[-1] if lines else f"exit status {proc.returncode}"
+        if proc is None or proc.returncode != 0 or not out.exists():
+            raise SynthesisError(f"cannot synthesise speech with eSpeak NG (espeakng-loader): "
+                                 f"{reason}; use a Speech Commands folder instead (--data PATH)")
+        with np.load(out) as z:
+            audio, lengths, rate = z["audio"], z["lengths"], int(z["sample_rate"])
+    return np.split(audio, np.cumsum(lengths)[:-1]), rate
+
+
+def _trim(x: np.ndarray) -> np.ndarray:
+    """Drop the leading/trailing silence eSpeak adds (below 2% of the peak)."""
+    x = x.astype(np.float32) / 32768.0
+    loud = np.flatnonzero(np.abs(x) > 0.02 * max(np.abs(x).max(), 1e-6))
+    return x[loud[0]:loud[-1] + 1] if len(loud) else x
+
+
+def _to_16k(clips: list, rate: int) -> list:
+    """Resample all clips in one batch with torchaudio's resampler (kws_tf.Resample)."""
+    from ..resample import resampled_length
+
+    batch = np.zeros((len(clips), max(len(c) for c in clips)), np.float32)
+    for i, c in enumerate(clips):
+        batch[i, :len(c)] = c
+    out = resample(batch, rate, SAMPLE_RATE)
+    return [out[i, :resampled_length(len(c), rate, SAMPLE_RATE)] for i, c in enumerate(clips)]
+
+
+def _place(speech: np.ndarray, seed: int, speaker: Speaker, word: str) -> np.ndarray:
+    """The word at a random offset and level in 1 s over a faint noise floor, like a recording."""
+    rng = np.random.default_rng([seed, 2, int(speaker.id, 16), int(hashlib.sha1(word.encode()).hexdigest()[:8], 16)])
+    speech = speech[:CLIP_SAMPLES]
+    clip = rng.normal(0.0, rng.uniform(0.0005, 0.004), CLIP_SAMPLES)
+    start = int(rng.integers(0, CLIP_SAMPLES - len(speech) + 1))
+    clip[start:start + len(speech)] += speech * (rng.uniform(0.25, 0.9) / max(np.abs(speech).max(), 1e-6))
+    return np.clip(clip, -1.0, 1.0)
+
+
+def _noise(name: str, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 3, NOISES.index(name)])
+    n = NOISE_SECONDS * SAMPLE_RATE
+    white = rng.standard_normal(n)
+    if name == "hum":  # 50 Hz mains hum with harmonics, over some hiss
+        t = np.arange(n) / SAMPLE_RATE
+        x = sum(np.sin(2 * np.pi * 50 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 6))
+        x = x + 0.2 * white
+    elif name == "white_noise":
+        x = white
+    else:  # shape the spectrum: 1/f power (pink) or 1/f^2 (brown)
+        f = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+        power = 1 if name == "pink_noise" else 2
+        spectrum = np.fft.rfft(white) / np.maximum(f, 20.0) ** (power / 2)
+        x = np.fft.irfft(spectrum, n)
+    return 0.25 * x / np.abs(x).max()
