@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .audio import (CLIP_SAMPLES, CLIP_SECONDS, SAMPLE_RATE, DataError, WavInfo, decode_clip,
                     read_wav, wav_info, write_wav)
-from .download import ARCHIVES, cache_dir, default_data_root, download
+from .archive import ARCHIVES, cache_dir, default_data_root, download
 from .pipeline import (Clips, DataWarning, augment_dataset, load_arrays, make_dataset, scan,
                        tf_resample)
 from .splits import SPLITS, is_dataset, load_splits
