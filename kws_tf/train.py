@@ -68,7 +68,10 @@ def main(argv=None) -> int:
     if args.jit_compile is not None:
         config.jit_compile = args.jit_compile
     data = load_training_data(root, args.sample_rate)
-    fit(variant, data, config, output=output, resume=args.resume)
+    run = fit(variant, data, config, output=output, resume=args.resume)
+    from .reports import summary
+
+    print(summary(variant.name, args.sample_rate, run.metrics, run.output))
     return 0
 
 

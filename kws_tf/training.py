@@ -350,8 +350,6 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
     if "testing" in metrics:
         reports.plot_confusion(output / "confusion_matrix.png", metrics["testing"]["confusion"],
                                data.labels, f"{v.name} {config.sample_rate} Hz, test split")
-    if config.verbose:
-        print(reports.summary(v.name, config.sample_rate, metrics, output))
     return Run(output, model, data.labels, state["history"], state["best_epoch"], metrics)
 
 

@@ -48,7 +48,7 @@ def tiny_root(tmp_path_factory):
 
 
 def _cli(module, *args, check=True, **kw):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600, **kw)
     if check:
@@ -89,7 +89,7 @@ def test_resume_after_sigkill(tiny_root, tmp_path):
     _cli("kws_tf.train", *args, "--output", tmp_path / "whole")
 
     out = tmp_path / "killed"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ)
     proc = subprocess.Popen([sys.executable, "-m", "kws_tf.train", *map(str, args), "--output",
                              str(out)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
