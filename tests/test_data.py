@@ -1,4 +1,5 @@
 """kws_tf.data: official splits, WAV decoding of every kind of input, the tf.data pipeline."""
+import os
 import struct
 import subprocess
 import sys
@@ -245,6 +246,26 @@ def test_tf_resample_equals_resample_layer(orig, new, length):
     x = np.random.default_rng(1).uniform(-1, 1, (3, length)).astype(np.float32)
     got = kdata.tf_resample(tf.constant(x), orig, new).numpy()
     np.testing.assert_allclose(got, np.asarray(Resample(orig, new)(x)), atol=1e-6)
+
+
+def test_pipeline_under_the_torch_backend(tiny_root, tmp_path):
+    """With KERAS_BACKEND=torch tf.data cannot run keras.ops: the plain-TF resampler takes over."""
+    pytest.importorskip("torch")
+    code = (
+        "import sys, numpy as np, keras\n"
+        "from kws_tf import data as kdata\n"
+        "assert keras.backend.backend() == 'torch'\n"
+        "root, out = sys.argv[1:]\n"
+        "x, _ = kdata.load_arrays(root, 'training', sample_rate=8000)\n"
+        "batch = next(iter(kdata.make_dataset(root, 'training', 8000, batch_size=4, augment=True)))\n"
+        "assert tuple(batch[0].shape) == (4, 8000)\n"
+        "np.save(out, x)\n")
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_root), str(tmp_path / "x.npy")],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = kdata.load_arrays(tiny_root, "training", sample_rate=8000)[0]
+    np.testing.assert_allclose(np.load(tmp_path / "x.npy"), expected, atol=1e-6)
 
 
 def _epochs(ds, n=2):

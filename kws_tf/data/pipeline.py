@@ -99,7 +99,8 @@ def tf_resample(audio, orig_freq: int, new_freq: int):
     length = audio.shape[-1]
     x = tf.pad(audio[:, :, None], [[0, 0], [width, width + orig], [0, 0]])
     y = tf.nn.conv1d(x, tf.constant(kernel[:, None, :], tf.float32), stride=orig, padding="VALID")
-    return tf.reshape(y, [tf.shape(y)[0], -1])[:, :resampled_length(length, orig_freq, new_freq)]
+    out_len = resampled_length(length, orig_freq, new_freq)
+    return tf.ensure_shape(tf.reshape(y, [tf.shape(y)[0], -1])[:, :out_len], [None, out_len])
 
 
 def batch_resampler(sample_rate: int):
