@@ -42,7 +42,10 @@ class FitConfig:
     optimizer: Optional[str] = None
     seed: int = 0
     augment: bool = False
-    jit_compile: bool = False
+    # Measured fastest on CPU (benchmarks/README.md): XLA plus the pool-before-ReLU build,
+    # which computes the same function.  model.keras is always saved as the plain build.
+    jit_compile: bool = True
+    fast_model: bool = True
     mixed_precision: bool = False
     # Stop when val_loss has not improved for this many epochs (the tuner uses it).
     early_stopping: Optional[int] = None
@@ -284,7 +287,8 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
         if (output / "model.keras").exists() or state_path.exists():
             raise TrainingError(f"{output} already holds a run; pass --resume or another --output")
         keras.utils.set_random_seed(config.seed)
-        model = build_model(v, config.sample_rate, num_classes=len(data.labels))
+        model = build_model(v, config.sample_rate, num_classes=len(data.labels),
+                            fast=config.fast_model)
         compile_model(model, recipe, steps, config.jit_compile)
     artifacts.write_json(output / "config.json", run_config)
     if config.verbose:
@@ -342,7 +346,10 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
     metrics.update(train_seconds=round(state["train_seconds"], 2),
                    train_clips_per_second=round(clips / max(state["train_seconds"], 1e-9), 2),
                    trainable_params=count_trainable_params(model), cpu=cpu_model())
-    artifacts.save_model(model, output / "model.keras", data.labels, variant=v.name,
+    # Ship the plain build (standard Keras layers only) with the same weights.
+    plain = build_model(v, config.sample_rate, num_classes=len(data.labels))
+    plain.set_weights(model.get_weights())
+    artifacts.save_model(plain, output / "model.keras", data.labels, variant=v.name,
                          best_epoch=state["best_epoch"])
     artifacts.write_json(output / "metrics.json", metrics)
     reports.plot_training_loss(output / "training_loss.png", state["batch_losses"],

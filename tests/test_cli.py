@@ -56,7 +56,8 @@ def _cli(module, *args, check=True, **kw):
     return proc
 
 
-TRAIN = ("gru1", "--sample-rate", "8000", "--batch-size", "8", "--quiet")
+# XLA compilation costs more than these tiny runs; test_training covers the XLA path.
+TRAIN = ("gru1", "--sample-rate", "8000", "--batch-size", "8", "--quiet", "--no-jit-compile")
 
 
 def test_train_then_evaluate(tiny_root, tmp_path):

@@ -29,7 +29,8 @@ def data():
                          "testing": _split(rng, 20)})
 
 
-CFG = dict(sample_rate=8000, epochs=3, batch_size=20, verbose=0)
+# XLA compilation costs more than these tiny fits; test_xla_fast_build_trains covers it.
+CFG = dict(sample_rate=8000, epochs=3, batch_size=20, verbose=0, jit_compile=False)
 
 
 class SetLR(keras.callbacks.Callback):
@@ -65,6 +66,19 @@ def test_fit_writes_a_complete_run(data, tmp_path):
                                atol=1e-6)
     # only the latest and the best checkpoints are kept
     assert len(list((tmp_path / "checkpoints").glob("epoch-*.keras"))) <= 2
+
+
+def test_xla_fast_build_trains_and_ships_the_plain_build(data, tmp_path):
+    run = fit(TINY, data, FitConfig(**{**CFG, "epochs": 1, "jit_compile": True}), output=tmp_path)
+    assert run.model.get_layer("block1_pool").__class__.__name__ == "WindowMaxPool1D"
+    shipped = keras.models.load_model(tmp_path / "model.keras")
+    assert all(layer.__module__.startswith("keras") for layer in shipped.layers)
+    x = data["validation"].audio[:8]
+    np.testing.assert_allclose(shipped.predict(x, verbose=0), run.model.predict(x, verbose=0),
+                               atol=1e-5)
+    assert run.metrics["validation"]["accuracy"] == pytest.approx(
+        (shipped.predict(data["validation"].audio, verbose=0).argmax(-1)
+         == data["validation"].labels).mean())
 
 
 def test_validation_accuracy_is_over_the_validation_set(data, tmp_path):
