@@ -142,7 +142,7 @@ def _decoded(clips: Clips):
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _cache(ds, cache, clips: Clips):
+def _cache(ds, cache, clips: Clips, sample_rate: int):
     """Memory cache (True), none (False/None), or files in the folder ``cache``."""
     if cache is True:
         return ds.cache()
@@ -151,11 +151,11 @@ def _cache(ds, cache, clips: Clips):
     folder = Path(cache)
     folder.mkdir(parents=True, exist_ok=True)
     # The name covers what was decoded, so an edited dataset never reads a stale cache.
-    h = hashlib.sha256(f"v1|{clips.root.resolve()}|{clips.split}".encode())
+    h = hashlib.sha256(f"v1|{clips.root.resolve()}|{clips.split}|{sample_rate}".encode())
     for rel in clips.files:
         st = (clips.root / rel).stat()
         h.update(f"|{rel}:{st.st_size}:{st.st_mtime_ns}".encode())
-    prefix = folder / f"{clips.split}-{h.hexdigest()[:16]}"
+    prefix = folder / f"{clips.split}-{sample_rate}-{h.hexdigest()[:16]}"
     if not Path(f"{prefix}.index").exists():
         # An interrupted first pass leaves a lockfile that makes TensorFlow refuse the prefix.
         for stale in folder.glob(prefix.name + "*"):
@@ -171,13 +171,14 @@ def make_dataset(root, split, sample_rate: int = SAMPLE_RATE, batch_size: int = 
     audio: float32 in [-1, 1], shape (batch, sample_rate); label: int32 index into the sorted
     word list (``load_splits(root)[0]``).
 
-    - Clips are decoded with tf.audio.decode_wav at 16 kHz, padded with zeros / cropped to 1 s,
-      and cached as int16: ``cache=True`` in memory, a folder path for cache files there,
-      ``False`` for none.
+    - Clips are decoded with tf.audio.decode_wav at 16 kHz and padded with zeros / cropped to
+      1 s, then cached: ``cache=True`` in memory, a folder path for cache files there,
+      ``False`` for none.  The cache holds int16 (16 kHz) or float32 (8 kHz): 32 KB a clip.
+    - ``sample_rate=8000`` resamples batches of 1 s clips with ``kws_tf.Resample(16000, 8000)``,
+      the study's own 8 kHz path, once, before the cache.  (To resample on a GPU every step
+      instead, read 16 kHz data into a model built with ``input_rate=16000``.)
     - ``shuffle`` (default: only for training) reshuffles every epoch, deterministically for
       ``seed``.
-    - ``sample_rate=8000`` resamples each batch with ``kws_tf.Resample(16000, 8000)``, the
-      study's own 8 kHz path.
     - ``augment``: None/False (the study's recipe), True for the defaults, or a dict of
       :func:`augment_dataset` options.
     - ``on_error``: "raise" (default) or "skip" unreadable clips (reported as a DataWarning).
@@ -194,19 +195,32 @@ def _build(root, split, sample_rate, batch_size, shuffle, seed, augment, cache, 
     if int(sample_rate) <= 0 or int(batch_size) <= 0:
         raise ValueError(f"sample_rate and batch_size must be positive, got {sample_rate}, {batch_size}")
     clips = scan(root, split, on_error)
-    ds = _cache(_decoded(clips), cache, clips)
+    ds = _decoded(clips)  # int16 clips at 16 kHz
+    if int(sample_rate) != SAMPLE_RATE:
+        # Resample in batches once, before the cache, not every epoch: tf.data runs on the CPU
+        # whatever the device, and Resample treats each row alone, so the numbers are the same.
+        # The cache then holds float32 at 8 kHz: as many bytes as int16 at 16 kHz.
+        resample_batch = batch_resampler(int(sample_rate))
+        ds = ds.batch(256).map(lambda x, y: (resample_batch(_to_float(x)), y),
+                               num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    ds = _cache(ds, cache, clips, int(sample_rate))
     if shuffle is None:
         shuffle = clips.split == "training"
     if shuffle:
         ds = ds.shuffle(len(clips), seed=seed, reshuffle_each_iteration=True)
-    resample_batch = batch_resampler(int(sample_rate))
     ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(
-        lambda x, y: (resample_batch(tf.cast(x, tf.float32) / 32768.0), y),
-        num_parallel_calls=tf.data.AUTOTUNE)
+        lambda x, y: (_to_float(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
         options = augment if isinstance(augment, dict) else {}
         ds = augment_dataset(ds, root, sample_rate=sample_rate, seed=seed, **options)
     return ds.prefetch(tf.data.AUTOTUNE), clips
+
+
+def _to_float(x):
+    import tensorflow as tf
+
+    # decode_wav's own scale: int16 / 32768
+    return tf.cast(x, tf.float32) / 32768.0 if x.dtype == tf.int16 else x
 
 
 def load_arrays(root, split, sample_rate: int = SAMPLE_RATE, on_error: str = "raise",
