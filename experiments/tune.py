@@ -317,6 +317,7 @@ def leaderboard(oracle) -> list:
     rows = []
     for trial in oracle.trials.values():
         values = trial.hyperparameters.values
+        message = (trial.message or "").strip().splitlines()
         metric = lambda name: (trial.metrics.get_last_value(name)  # noqa: E731
                                if trial.metrics.exists(name) else None)
         rows.append({
@@ -330,7 +331,7 @@ def leaderboard(oracle) -> list:
             else int(metric("trainable_params")),
             "seconds": metric("seconds"), "epochs_run": metric("epochs_run"),
             "score": trial.score,
-            "message": (trial.message or "").strip().splitlines()[-1:] or None,
+            "message": message[-1] if message else None,
         })
     done = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
     done.sort(key=lambda r: r["score"], reverse=direction == "max")
@@ -347,14 +348,15 @@ def render_leaderboard(rows, args) -> str:
              f"val_loss (patience {args.patience}), best-val_loss weights evaluated. The study "
              f"points are marked; the study's own figures are on the full dataset.", "",
              "| rank | trial | study | conv blocks | GRU | head | optimizer | lr | wd | batch "
-             "| rate | val acc | val loss | test acc | params | seconds | status |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| rate | epochs | val acc | val loss | test acc | params | seconds | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {f(r['rank'], 'd')} | {r['trial_id']} | {r['study_variant'] or ''} "
             f"| {r['conv_blocks']} | {r['gru_units']} | {r['head']} | {r['optimizer']} "
             f"| {f(r['learning_rate'], '.3g')} | {f(r['weight_decay'], 'g')} | {r['batch_size']} "
-            f"| {r['sample_rate']} | {f(r['val_accuracy'], '.4f')} | {f(r['val_loss'], '.4f')} "
+            f"| {r['sample_rate']} | {f(r['epochs_run'], '.0f')} "
+            f"| {f(r['val_accuracy'], '.4f')} | {f(r['val_loss'], '.4f')} "
             f"| {f(r['test_accuracy'], '.4f')} | {f(r['trainable_params'], ',')} "
             f"| {f(r['seconds'], '.0f')} | {r['status']} |")
     return "\n".join(lines) + "\n\n![validation accuracy per trial](search.png)\n"

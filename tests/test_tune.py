@@ -1,7 +1,7 @@
 """experiments/tune.py: the search space, study-first trials, leaderboard, resume, distributed.
 
-Trials train shrunken models (--width 1/16) on tiny in-memory data, so each takes seconds;
-the subprocess tests run the real command line with that data injected.
+Trials train shrunken models (--width 1/16) on tiny data (in memory, or a few WAV files in the
+Speech Commands layout for the command-line tests), so each takes seconds.
 """
 import itertools
 import json
@@ -12,9 +12,11 @@ import socket
 import subprocess
 import sys
 import time
+import wave
 
 import keras
 import keras_tuner as kt
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -143,21 +145,35 @@ def test_mirrored_strategy_wraps_the_fit(tmp_path):
 
 
 # ----------------------------------------------------------------------------- subprocesses
-HELPER = """
-import sys
-sys.path[:0] = [{repo!r}, {tests!r}]
-from test_reproduce import tiny_data
-from experiments import tune
-from kws_tf import cli
-sys.exit(cli.run(lambda argv: tune.main(argv, load_data=tiny_data)))
-"""
+TUNE = [sys.executable, str(REPO / "experiments" / "tune.py")]
 
 
-@pytest.fixture()
-def helper(tmp_path):
-    path = tmp_path / "run_tune.py"
-    path.write_text(HELPER.format(repo=str(REPO), tests=str(REPO / "tests")))
-    return path
+def _write_wav(path, audio):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """3 words of tones in the Speech Commands layout: 8 train, 3 val, 3 test clips each."""
+    root = tmp_path_factory.mktemp("tiny_speech_commands")
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    val, test = [], []
+    for w, word in enumerate(("down", "go", "yes")):
+        for i in range(14):
+            audio = 0.4 * np.sin(2 * np.pi * (300 + 250 * w) * t * (1 + 0.01 * i))
+            rel = f"{word}/{i:08x}_nohash_0.wav"
+            _write_wav(root / rel, audio + rng.normal(0, 0.05, t.shape))
+            (val if i in (8, 9, 10) else test if i >= 11 else []).append(rel)
+    _write_wav(root / "_background_noise_" / "white_noise.wav", rng.normal(0, 0.3, 32000))
+    (root / "validation_list.txt").write_text("\n".join(val) + "\n")
+    (root / "testing_list.txt").write_text("\n".join(test) + "\n")
+    return root
 
 
 def _env(**extra):
@@ -178,10 +194,10 @@ def _status(project, trial_id):
     return json.loads(path.read_text())["status"] if path.exists() else None
 
 
-def test_resume_after_sigkill_does_not_repeat_trials(helper, tmp_path):
+def test_resume_after_sigkill_does_not_repeat_trials(tiny_root, tmp_path):
     out = tmp_path / "search"
     project = out / "kws"
-    argv = [sys.executable, str(helper), "--max-trials", "3", "--directory", str(out),
+    argv = [*TUNE, "--data", str(tiny_root), "--max-trials", "3", "--directory", str(out),
             "--study-rates", "8000", "--width", "0.0625", "--epochs", "3"]
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(argv, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -218,9 +234,9 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_distributed_chief_and_two_workers_share_the_trials(helper, tmp_path):
+def test_distributed_chief_and_two_workers_share_the_trials(tiny_root, tmp_path):
     out = tmp_path / "search"
-    args = [sys.executable, str(helper), "--max-trials", "3", "--directory", str(out),
+    args = [*TUNE, "--data", str(tiny_root), "--max-trials", "3", "--directory", str(out),
             "--study-rates", "8000", "--width", "0.0625", "--epochs", "1"]
     port = str(_free_port())
     procs, logs = {}, {}
