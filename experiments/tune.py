@@ -509,7 +509,16 @@ def main(argv=None, load_data=None) -> int:
     return 0
 
 
+def _cli_main(argv=None) -> int:
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept; rerun the same command to continue",
+              file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
     from kws_tf import cli
 
-    sys.exit(cli.run(main))
+    sys.exit(cli.run(_cli_main))
