@@ -81,7 +81,7 @@ def server(monkeypatch):
     monkeypatch.setattr(download_module, "RETRY_WAIT_S", 0.0)
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.payload, srv.ranges, srv.cuts, srv.honor_range = ARCHIVE, [], [], True
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}/speech_commands_v0.02.tar.gz"
     yield srv
