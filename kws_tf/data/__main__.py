@@ -52,7 +52,12 @@ def main(argv=None) -> int:
     from . import SYNTHETIC_DEFAULTS, download, is_dataset, synthetic, synthetic_root
 
     if args.command == "download":
-        download(args.dest, progress=not args.quiet, keep_archive=args.keep_archive)
+        try:
+            download(args.dest, progress=not args.quiet, keep_archive=args.keep_archive)
+        except KeyboardInterrupt:
+            print("\ninterrupted: run the same command again to resume the download",
+                  file=sys.stderr)
+            return 130
     elif args.command == "synthetic":
         params = {**SYNTHETIC_DEFAULTS, "clips_per_word": args.clips_per_word, "seed": args.seed}
         if args.words:

@@ -133,8 +133,11 @@ def _fetch(url: str, part: Path, size: Optional[int], retries: int, progress: bo
             error = str(getattr(e, "reason", None) or e) or type(e).__name__
         if attempt < retries:
             time.sleep(RETRY_WAIT_S * 2 ** attempt)
-    raise DataError(f"download of {url} interrupted ({error}); run the same command again to "
-                    f"resume from {part}")
+    got = part.stat().st_size if part.exists() else 0
+    if not got:
+        raise DataError(f"cannot download {url} ({error})")
+    raise DataError(f"download of {url} interrupted at {got:,} bytes ({error}); run the same "
+                    "command again to resume")
 
 
 def _verify(archive: Path, url: str, size: Optional[int], sha256: Optional[str], say) -> None:
