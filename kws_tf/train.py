@@ -37,11 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--augment", action="store_true",
                    help="background-noise mixing and time shift (off in the study's recipe)")
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="XLA-compile the training step (default on: fastest measured on CPU; "
-                        "the first epoch pays a compile of ~30-60 s)")
-    p.add_argument("--fast-model", action=argparse.BooleanOptionalAction, default=True,
-                   help="train the pool-before-ReLU build (same function, faster under XLA; "
-                        "default on)")
+                   help="XLA-compile the training step, with the pool-before-ReLU build that "
+                        "computes the same function faster under XLA (default on: fastest "
+                        "measured on CPU; the first epoch pays a compile of ~30-60 s)")
     p.add_argument("--mixed-precision", action="store_true", help="bfloat16 mixed precision")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap batches per epoch (smoke tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -67,7 +65,6 @@ def main(argv=None) -> int:
     config = FitConfig(sample_rate=args.sample_rate, epochs=args.epochs,
                        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                        augment=args.augment, mixed_precision=args.mixed_precision,
-                       fast_model=args.fast_model,
                        max_steps_per_epoch=args.max_steps_per_epoch,
                        verbose=0 if args.quiet else 1)
     if args.jit_compile is not None:

@@ -45,7 +45,8 @@ class FitConfig:
     # Measured fastest on CPU (benchmarks/README.md): XLA plus the pool-before-ReLU build,
     # which computes the same function.  model.keras is always saved as the plain build.
     jit_compile: bool = True
-    fast_model: bool = True
+    # None: follow jit_compile (the fast build is slower than the plain one without XLA).
+    fast_model: Optional[bool] = None
     mixed_precision: bool = False
     # Stop when val_loss has not improved for this many epochs (the tuner uses it).
     early_stopping: Optional[int] = None
@@ -198,6 +199,18 @@ class BatchLossLog(keras.callbacks.Callback):
         self._clips, self._total = clips, total
 
 
+class EpochProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, headed "Epoch 4/15" although fit() runs one epoch per call."""
+
+    def __init__(self, total_epochs: int):
+        super().__init__()
+        self.total_epochs = total_epochs
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.total_epochs
+
+
 # ----------------------------------------------------------------------------- fit
 def default_output(variant_name: str, sample_rate: int, base="runs") -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -288,7 +301,8 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
             raise TrainingError(f"{output} already holds a run; pass --resume or another --output")
         keras.utils.set_random_seed(config.seed)
         model = build_model(v, config.sample_rate, num_classes=len(data.labels),
-                            fast=config.fast_model)
+                            fast=config.jit_compile if config.fast_model is None
+                            else config.fast_model)
         compile_model(model, recipe, steps, config.jit_compile)
     artifacts.write_json(output / "config.json", run_config)
     if config.verbose:
@@ -311,11 +325,11 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
                                   config.sample_rate, data.root, config.max_steps_per_epoch)
         lr = current_lr(model.optimizer)
         start = time.perf_counter()
+        # One fit() call per epoch: each epoch gets its own (seed, epoch)-ordered data.
         hist = model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
-                         shuffle=False,
-                         verbose=config.verbose, callbacks=[batch_log, tensorboard,
-                                                            keras.callbacks.TerminateOnNaN(),
-                                                            *callbacks])
+                         shuffle=False, verbose=config.verbose,
+                         callbacks=[EpochProgbar(epochs), batch_log, tensorboard,
+                                    keras.callbacks.TerminateOnNaN(), *callbacks])
         seconds = time.perf_counter() - start
         logs = {k: float(v_[-1]) for k, v_ in hist.history.items()}
         if not all(math.isfinite(logs.get(k, 0.0)) for k in ("loss", "val_loss")) or \
