@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     p.add_argument("--root", default=str(SUBSET), help="Speech Commands folder (default: the shared subset)")
     p.add_argument("--split", default="training")
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--repeats", type=int, default=3, help="cached passes (median reported)")
+    p.add_argument("--repeats", type=int, default=5, help="cached passes (median reported)")
     args = p.parse_args(argv)
 
     import tensorflow as tf
