@@ -284,6 +284,20 @@ def _data_of(output: Path, rows) -> str:
 
 
 # ----------------------------------------------------------------------------- main
+def hold_lock(output: Path):
+    """One reproduce.py per output folder: two would train the same cell into one folder."""
+    import fcntl
+
+    handle = open(output / ".reproduce.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ValueError(f"another reproduce.py is already writing to {output}; "
+                         f"wait for it to finish or use another --output") from None
+    return handle
+
+
 def main(argv=None, load_data=None) -> int:
     """``load_data(root, rate) -> TrainingData`` can be swapped (tests use in-memory data)."""
     args = parse_args(argv)
@@ -292,6 +306,7 @@ def main(argv=None, load_data=None) -> int:
 
     output = Path(args.output)
     check_output_dir(output)
+    lock = hold_lock(output)  # noqa: F841  (held until main returns)
     requested = [(v, r) for r in args.rates for v in args.variants]
     todo = {}
     for v, rate in requested:

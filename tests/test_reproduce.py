@@ -97,6 +97,14 @@ def test_killed_cell_continues_from_last_epoch(tmp_path, monkeypatch):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
 
 
+def test_one_process_per_output_folder(tmp_path):
+    held = reproduce.hold_lock(tmp_path)
+    with pytest.raises(ValueError, match="already writing"):
+        reproduce.main(["--variants", "gru1", "--output", str(tmp_path)], load_data=_no_data)
+    held.close()
+    assert reproduce.hold_lock(tmp_path)
+
+
 @pytest.mark.parametrize("bad", [["--variants", "gru9"], ["--rates", "22050"],
                                  ["--epochs-scale", "0"]])
 def test_bad_arguments_exit_2(bad, capsys):
