@@ -11,6 +11,9 @@ from . import cli
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m kws_tf.evaluate", description=__doc__)
     p.add_argument("model", help="a model.keras written by kws_tf.train")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="a corrupt or unreadable clip stops the run (raise, default) or is left "
+                        "out with a warning naming it (skip)")
     p.add_argument("--data", default=None, help="dataset folder, or 'synthetic'")
     p.add_argument("--split", default="testing", choices=("training", "validation", "testing"))
     p.add_argument("--output", help="folder for metrics.json and confusion_matrix.png")
@@ -24,7 +27,8 @@ def main(argv=None) -> int:
     model, info = artifacts.load_model(args.model, compile=False)
     root = resolve_data(args.data)
     # Decode the data at the model's own rate (8 kHz models get the study's resampler).
-    data = load_training_data(root, info["sample_rate"], splits=(args.split,))
+    data = load_training_data(root, info["sample_rate"], splits=(args.split,),
+                              on_error=args.on_error)
     split = data[args.split]
     # Map the dataset's label indices onto the model's label order by name.
     missing = sorted(set(data.labels) - set(info["labels"]))

@@ -24,6 +24,9 @@ def parse_args(argv=None):
     p.add_argument("variant", help=f"one of {', '.join(VARIANTS)}")
     p.add_argument("--sample-rate", type=int, default=16000, choices=(16000, 8000),
                    help="model input rate; 8000 resamples the data like the study (default 16000)")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="a corrupt or unreadable clip stops the run (raise, default) or is left "
+                        "out with a warning naming it (skip)")
     p.add_argument("--data", default=None,
                    help="dataset folder (Speech Commands layout), or 'synthetic' for the embedded "
                         "eSpeak dataset; default: the downloaded full dataset")
@@ -69,7 +72,7 @@ def main(argv=None) -> int:
                        verbose=0 if args.quiet else 1)
     if args.jit_compile is not None:
         config.jit_compile = args.jit_compile
-    data = load_training_data(root, args.sample_rate)
+    data = load_training_data(root, args.sample_rate, on_error=args.on_error)
     run = fit(variant, data, config, output=output, resume=args.resume)
     from .reports import summary
 

@@ -105,12 +105,17 @@ class TrainingData:
 
 
 def load_training_data(root, sample_rate: int = 16000,
-                       splits: Sequence[str] = ("training", "validation", "testing")) -> TrainingData:
-    """Decode every clip once (at 16 kHz, resampled with the study's resampler if 8 kHz)."""
+                       splits: Sequence[str] = ("training", "validation", "testing"),
+                       on_error: str = "raise") -> TrainingData:
+    """Decode every clip once (at 16 kHz, resampled with the study's resampler if 8 kHz).
+
+    ``on_error="skip"`` leaves unreadable clips out (listed in a warning) instead of stopping.
+    """
     from . import data as kdata
 
     labels, _ = kdata.load_splits(root)
-    arrays = {s: SplitArrays(*kdata.load_arrays(root, s, sample_rate=sample_rate)) for s in splits}
+    arrays = {s: SplitArrays(*kdata.load_arrays(root, s, sample_rate=sample_rate,
+                                                on_error=on_error)) for s in splits}
     return TrainingData(Path(root), labels, int(sample_rate), arrays)
 
 

@@ -132,3 +132,22 @@ def test_errors_are_one_line_with_exit_code_2(tiny_root, tmp_path, args, message
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert message.format(**fill) in lines[0]
+
+
+def test_corrupt_clip_stops_or_is_skipped(tiny_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    bad = root / "yes" / "deadbeef_nohash_0.wav"
+    bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")  # truncated header
+    out = tmp_path / "run"
+    proc = _cli("kws_tf.train", *TRAIN, "--epochs", "1", "--data", root, "--output", out,
+                check=False)
+    assert proc.returncode == 2 and "deadbeef_nohash_0.wav" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = _cli("kws_tf.train", *TRAIN, "--epochs", "1", "--data", root, "--output", out,
+                "--on-error", "skip")
+    assert "deadbeef_nohash_0.wav" in proc.stderr  # reported, not silent
+    assert json.loads((out / "config.json").read_text())["labels"] == list(WORDS)
+    assert (out / "model.keras").exists()
