@@ -472,10 +472,27 @@ def role() -> str:
     return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
 
 
+def hold_lock(project: Path):
+    """One oracle per search folder: two would hand out (and overwrite) the same trials."""
+    import fcntl
+
+    project.mkdir(parents=True, exist_ok=True)
+    handle = open(project / ".tune.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ValueError(f"another tune.py already runs the search in {project} (for more "
+                         f"processes on one search, start a chief and workers)") from None
+    return handle
+
+
 def main(argv=None, load_data=None) -> int:
     """``load_data(root, rate) -> TrainingData`` can be swapped (tests use in-memory data)."""
     args = parse_args(argv)
     who = role()
+    if who != "worker":  # the process that holds the oracle: one per search
+        lock = hold_lock(Path(args.directory) / args.project_name)  # noqa: F841
     if load_data is None:
         from kws_tf.data import resolve_data
 

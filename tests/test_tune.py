@@ -123,6 +123,13 @@ def test_random_search_writes_leaderboard_and_exports_best(tmp_path):
     assert best["trial_id"] == rows[0]["trial_id"] and (tmp_path / "best" / "model.keras").exists()
 
 
+def test_one_oracle_per_search_folder(tmp_path):
+    held = tune.hold_lock(tmp_path / "kws")
+    with pytest.raises(ValueError, match="already runs the search"):
+        tune.main(["--directory", str(tmp_path), *TINY], load_data=tiny_data)
+    held.close()
+
+
 def test_mirrored_strategy_wraps_the_fit(tmp_path):
     import tensorflow as tf
 
