@@ -1,0 +1,489 @@
+"""python -m kws_tf.export MODEL.keras: SavedModel and TFLite (float32, dynamic-range, int8).
+
+Every export takes raw audio at the model's sample rate, float32 in [-1, 1], and returns
+softmax probabilities (also for the log_softmax variants), so all formats answer the same
+question in the same units.  The output folder (default ``saved_models/<run name>/``) holds::
+
+    savedmodel/             tf.saved_model.load / TF Serving; signature "serving_default":
+                            audio (batch, samples) -> probabilities (batch, classes), label (batch,)
+    model_float32.tflite    builtin ops only, batch 1
+    model_dynamic.tflite    dynamic-range quantized weights (int8), float activations
+    model_int8.tflite       full-integer: int8 weights and activations, float32 in/out
+    labels.txt              one label per line, in output order
+    model_card.json         variant, rate, labels, shapes, run accuracy, per-export checks
+
+TFLite: Keras 3's GRU becomes a while loop over TensorList ops, which TFLite only runs with
+Flex (SELECT_TF_OPS).  The export rebuilds the same architecture with a fixed batch of 1 and
+``unroll=True`` (one cell per time step: FULLY_CONNECTED/LOGISTIC/TANH/MUL/ADD builtins),
+copies the weights, and checks the flatbuffer's op list: a Flex or custom op is an error.
+
+Checks made on every export (an error stops it): SavedModel and float TFLite probabilities
+equal the Keras model's to <= 1e-4 on real clips, with the same argmax; quantized models'
+accuracy on the evaluation split is printed next to the float one (a drop of more than
+``--max-drop`` points is reported as a warning and recorded in the model card).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from . import cli
+
+PARITY_ATOL = 1e-4
+TFLITE_FILES = {"none": "model_float32.tflite", "dynamic": "model_dynamic.tflite",
+                "int8": "model_int8.tflite"}
+QUANTIZE_CHOICES = ("none", "dynamic", "int8")
+
+
+class ExportError(ValueError):
+    """An export that failed one of its own checks (parity, builtin ops)."""
+
+
+@dataclasses.dataclass
+class ExportData:
+    """Real clips for an export: calibration (int8) and evaluation/parity, at the model's rate."""
+
+    calibration: np.ndarray  # (n, samples) float32, from the training split
+    audio: np.ndarray  # (m, samples) float32, evaluation split
+    labels: np.ndarray  # (m,) int: indices into the model's labels
+    split: str = "validation"
+    source: Optional[str] = None
+
+
+# ----------------------------------------------------------------------------- helpers
+def softmax(scores) -> np.ndarray:
+    z = np.asarray(scores, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def keras_probabilities(model, audio, batch_size: int = 64) -> np.ndarray:
+    """The Keras model's softmax probabilities (softmax of log-probabilities = probabilities)."""
+    return softmax(model.predict(np.asarray(audio, np.float32), batch_size=batch_size, verbose=0))
+
+
+def run_name(model_path) -> str:
+    """``runs/gru1-16k-2026.../model.keras`` -> ``gru1-16k-2026...``; other files: their stem."""
+    p = Path(model_path).resolve()
+    return p.parent.name if p.name == "model.keras" else p.stem
+
+
+def inference_model(model, batch_size: Optional[int] = None, unroll: bool = False):
+    """The same architecture and weights, with a fixed batch size and/or unrolled GRUs."""
+    import keras
+
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer" and batch_size is not None:
+            shape = layer["config"].get("batch_shape") or layer["config"].get("batch_input_shape")
+            layer["config"]["batch_shape"] = [batch_size] + list(shape[1:])
+            layer["config"].pop("batch_input_shape", None)
+        if layer["class_name"] in ("GRU", "LSTM", "SimpleRNN") and unroll:
+            layer["config"]["unroll"] = True
+    clone = keras.Model.from_config(config)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _probability_fn(model):
+    import tensorflow as tf
+
+    def probabilities(audio):
+        # softmax(log_softmax(z)) == softmax(z): the same probabilities for both heads
+        return tf.nn.softmax(model(audio, training=False), axis=-1)
+
+    return probabilities
+
+
+def _write_dir_atomically(build: Callable[[Path], None], dest: Path) -> None:
+    """Build a folder beside ``dest`` and swap it in only when complete."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    old = None
+    try:
+        build(tmp)
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old."))
+            os.replace(dest, old / dest.name)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- SavedModel
+def export_savedmodel(model, labels: Sequence[str], dest) -> Path:
+    """A SavedModel whose serving signature maps audio (batch, samples) to probabilities + label."""
+    import keras
+    import tensorflow as tf
+
+    samples = int(model.input_shape[-1])
+    probabilities = _probability_fn(model)
+    label_table = tf.constant(list(labels))
+
+    def serve(audio):
+        p = probabilities(audio)
+        return {"probabilities": p, "label": tf.gather(label_table, tf.argmax(p, axis=-1))}
+
+    def build(folder: Path):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        # The first endpoint is also published as "serving_default" (TF Serving's default).
+        archive.add_endpoint("serve", serve,
+                             input_signature=[tf.TensorSpec((None, samples), tf.float32, name="audio")])
+        archive.write_out(str(folder), verbose=False)
+
+    dest = Path(dest)
+    _write_dir_atomically(build, dest)
+    return dest
+
+
+class SavedModelRunner:
+    """Calls an exported SavedModel's serving signature: ``probabilities(audio) -> (n, classes)``."""
+
+    def __init__(self, folder):
+        import tensorflow as tf
+
+        folder = Path(folder)
+        if not (folder / "saved_model.pb").is_file():
+            raise FileNotFoundError(f"no SavedModel in {folder} (saved_model.pb missing)")
+        self.folder = folder
+        self.loaded = tf.saved_model.load(str(folder))
+        if "serving_default" not in self.loaded.signatures:
+            raise ValueError(f"{folder}: SavedModel has no serving_default signature")
+        self.signature = self.loaded.signatures["serving_default"]
+        spec = self.signature.structured_input_signature[1]
+        if "audio" not in spec:
+            raise ValueError(f"{folder}: serving_default takes {sorted(spec)}, not 'audio'")
+        self.samples = int(spec["audio"].shape[-1])
+
+    def __call__(self, audio) -> dict:
+        import tensorflow as tf
+
+        out = self.signature(audio=tf.constant(np.asarray(audio, np.float32)))
+        return {"probabilities": out["probabilities"].numpy(),
+                "label": [s.decode() for s in out["label"].numpy()]}
+
+    def probabilities(self, audio, batch_size: int = 64) -> np.ndarray:
+        audio = np.asarray(audio, np.float32)
+        if audio.ndim == 1:
+            audio = audio[None]
+        return np.concatenate([self(audio[i:i + batch_size])["probabilities"]
+                               for i in range(0, len(audio), batch_size)])
+
+
+# ----------------------------------------------------------------------------- TFLite
+def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarray] = None) -> tuple:
+    """``(flatbuffer bytes, notes dict)`` for ``model``: batch 1, unrolled GRU, builtins only.
+
+    ``quantize``: "none" (float32), "dynamic" (int8 weights, float activations) or "int8"
+    (int8 weights and activations, calibrated on ``calibration`` clips; float32 in/out).
+    """
+    import tensorflow as tf
+
+    from . import tflite
+
+    if quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    if quantize == "int8" and (calibration is None or len(calibration) == 0):
+        raise ValueError("int8 quantization needs calibration clips from the training split (--data)")
+    samples = int(model.input_shape[-1])
+    lite = inference_model(model, batch_size=1, unroll=True)
+    notes = {}
+    with tempfile.TemporaryDirectory(prefix="kws-tflite-") as tmp:
+        import keras
+
+        archive = keras.export.ExportArchive()
+        archive.track(lite)
+        archive.add_endpoint("serve", _probability_fn(lite),
+                             input_signature=[tf.TensorSpec((1, samples), tf.float32, name="audio")])
+        archive.write_out(tmp, verbose=False)
+
+        def converter(ops):
+            c = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serve"])
+            c.target_spec.supported_ops = ops  # never SELECT_TF_OPS
+            if quantize != "none":
+                c.optimizations = [tf.lite.Optimize.DEFAULT]
+            if quantize == "int8":
+                clips = np.asarray(calibration, np.float32)
+
+                def representative():
+                    for clip in clips:
+                        yield [clip[None]]
+
+                c.representative_dataset = representative
+            return c
+
+        if quantize == "int8":
+            try:
+                content = converter([tf.lite.OpsSet.TFLITE_BUILTINS_INT8]).convert()
+                notes["int8_mode"] = "full integer (TFLITE_BUILTINS_INT8)"
+            except Exception as e:  # noqa: BLE001 - the converter raises many kinds
+                # Some TF versions cannot integer-quantize every op of the unrolled GRU:
+                # keep those ops in float (builtins still) and say which they are.
+                notes["int8_mode"] = ("mixed: TFLITE_BUILTINS_INT8 + TFLITE_BUILTINS float "
+                                      f"fallback (strict int8 failed: {str(e).splitlines()[0][:200]})")
+                content = converter([tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                     tf.lite.OpsSet.TFLITE_BUILTINS]).convert()
+        else:
+            content = converter([tf.lite.OpsSet.TFLITE_BUILTINS]).convert()
+    notes["ops"] = tflite.check_builtin_only(content, f"the {quantize} TFLite model")
+    if quantize == "int8":
+        floats = tflite.float_ops(content)
+        notes["float_ops"] = floats
+        notes["float_ops_note"] = (
+            "none: every op runs in int8 (QUANTIZE/DEQUANTIZE only convert the float32 input "
+            "and output)" if not floats else
+            f"{sum(floats.values())} op(s) stay float32 ({', '.join(floats)}): the converter "
+            "has no integer kernel or calibration range for them; they run as float between "
+            "DEQUANTIZE/QUANTIZE pairs")
+    return content, notes
+
+
+# ----------------------------------------------------------------------------- data
+def load_export_data(root, labels: Sequence[str], sample_rate: int, split: str = "validation",
+                     calibration_clips: int = 200, eval_clips: int = 1000,
+                     seed: int = 0) -> ExportData:
+    """Seeded samples of real clips: calibration from the training split, evaluation from ``split``.
+
+    Clips of words the model does not know are left out.  Decoded exactly like training
+    (``kws_tf.data.decode_clip``: 16 kHz int16, padded/cropped to 1 s, resampled for 8 kHz).
+    """
+    from .data import load_splits
+    from .data.audio import clip_int16, resample
+
+    _, splits = load_splits(root)
+    known = {w: i for i, w in enumerate(labels)}
+    rng = np.random.default_rng(seed)
+
+    def pick(files, n):
+        files = [f for f in files if f.split("/")[0] in known]
+        if n and len(files) > n:
+            files = [files[i] for i in sorted(rng.choice(len(files), n, replace=False))]
+        return files
+
+    def decode(files):
+        if not files:
+            return np.zeros((0, sample_rate), np.float32)
+        clips = np.stack([clip_int16(Path(root) / f) for f in files]) / np.float32(32768.0)
+        return np.concatenate([resample(clips[i:i + 256], 16000, sample_rate)
+                               for i in range(0, len(clips), 256)]).astype(np.float32)
+
+    cal_files = pick(splits["training"], calibration_clips)
+    eval_files = pick(splits[split], eval_clips)
+    if not eval_files:
+        raise ValueError(f"{root}: no {split} clips of the model's words "
+                         f"({', '.join(list(labels)[:5])}...)")
+    y = np.array([known[f.split("/")[0]] for f in eval_files], np.int64)
+    return ExportData(decode(cal_files), decode(eval_files), y, split, str(root))
+
+
+# ----------------------------------------------------------------------------- export
+def check_parity(reference: np.ndarray, probs: np.ndarray, what: str, atol: float = PARITY_ATOL) -> dict:
+    diff = float(np.max(np.abs(reference - probs)))
+    same = bool(np.array_equal(reference.argmax(-1), probs.argmax(-1)))
+    if diff > atol or not same:
+        n_diff = int((reference.argmax(-1) != probs.argmax(-1)).sum())
+        raise ExportError(f"{what} does not match the Keras model: max |diff| {diff:.3g} "
+                          f"(limit {atol:g}), {n_diff} of {len(probs)} top-1 labels differ")
+    return {"clips": int(len(probs)), "max_abs_diff": diff, "same_top1": same}
+
+
+def _versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    from . import __version__
+
+    out = {"kws_tf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__}
+    try:
+        from importlib.metadata import version
+
+        out["ai_edge_litert"] = version("ai-edge-litert")
+    except Exception:  # noqa: BLE001
+        out["ai_edge_litert"] = None
+    return out
+
+
+def _run_accuracy(model_path) -> dict:
+    metrics = Path(model_path).resolve().parent / "metrics.json"
+    if not metrics.is_file():
+        return {}
+    try:
+        m = json.loads(metrics.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {s: m[s]["accuracy"] for s in ("validation", "testing")
+            if isinstance(m.get(s), dict) and "accuracy" in m[s]}
+
+
+def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tflite"),
+           quantize: Sequence[str] = ("none", "dynamic", "int8"), data: Optional[ExportData] = None,
+           parity_clips: int = 64, max_drop: float = 1.0, log=print) -> dict:
+    """Export ``model_path`` (a model.keras) and return the model card (also written to disk)."""
+    from . import artifacts, tflite
+
+    model_path = Path(model_path)
+    model, info = artifacts.load_model(model_path, compile=False)
+    labels, rate = list(info["labels"]), int(info["sample_rate"])
+    samples = int(model.input_shape[-1])
+    out = Path(output) if output else Path("saved_models") / run_name(model_path)
+    formats = list(dict.fromkeys(formats))
+    quantize = list(dict.fromkeys(["none", *quantize])) if "tflite" in formats else []
+    unknown = set(formats) - {"savedmodel", "tflite"}
+    if unknown:
+        raise ValueError(f"unknown format(s) {', '.join(sorted(unknown))}; use savedmodel, tflite or all")
+    if data is None:
+        raise ValueError("export needs real clips for its checks: pass --data (the dataset folder)")
+    if data.audio.shape[1:] != (samples,):
+        raise ValueError(f"evaluation clips have shape {data.audio.shape[1:]}, the model takes ({samples},)")
+
+    card_path = out / "model_card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card.update({
+        "name": run_name(model_path), "source": str(model_path),
+        "variant": info.get("variant"), "sample_rate": rate, "labels": labels,
+        "input": {"name": "audio", "dtype": "float32", "shape": ["batch", samples],
+                  "description": f"1 s of mono audio at {rate} Hz, samples in [-1, 1]"},
+        "output": {"probabilities": ["batch", len(labels)], "label": ["batch"],
+                   "description": "softmax probabilities over labels.txt; label = top-1 word"},
+        "run_accuracy": _run_accuracy(model_path),
+        "exported": datetime.datetime.now().isoformat(timespec="seconds"),
+        "versions": _versions(),
+    })
+    card.setdefault("exports", {})
+    parity_audio = data.audio[:parity_clips]
+    reference = keras_probabilities(model, parity_audio)
+    keras_eval = keras_probabilities(model, data.audio)
+    accuracy = {"keras": float((keras_eval.argmax(-1) == data.labels).mean())}
+    log(f"{model_path}: {info.get('variant') or 'model'} at {rate} Hz, {len(labels)} labels; "
+        f"checks on {len(data.audio)} {data.split} clips (Keras accuracy {accuracy['keras']:.4f})")
+    artifacts.write_text(out / "labels.txt", "".join(f"{w}\n" for w in labels))
+
+    if "savedmodel" in formats:
+        dest = export_savedmodel(model, labels, out / "savedmodel")
+        runner = SavedModelRunner(dest)
+        parity = check_parity(reference, runner.probabilities(parity_audio), "the SavedModel")
+        labels_out = runner(parity_audio[:4])["label"]
+        if labels_out != [labels[i] for i in reference[:4].argmax(-1)]:
+            raise ExportError(f"the SavedModel's label output {labels_out} does not match its probabilities")
+        size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+        card["exports"]["savedmodel"] = {"path": "savedmodel", "size_bytes": size,
+                                         "signature": "serving_default", "parity": parity}
+        log(f"  savedmodel            {size / 1e6:7.2f} MB  parity max|diff| {parity['max_abs_diff']:.2e}, "
+            f"same top-1 on {parity['clips']} clips  -> {dest}")
+
+    for q in quantize:
+        content, notes = convert_tflite(model, q, data.calibration)
+        lite = tflite.TFLiteModel(content)
+        probs = lite.probabilities(data.audio)
+        acc = float((probs.argmax(-1) == data.labels).mean())
+        key = "tflite_float32" if q == "none" else f"tflite_{q}"
+        entry = {"path": TFLITE_FILES[q], "size_bytes": len(content), "ops": notes["ops"],
+                 f"{data.split}_accuracy": acc, "clips": int(len(data.labels))}
+        if q == "none":
+            entry["parity"] = check_parity(reference, probs[:len(parity_audio)], "the float32 TFLite model")
+            accuracy["float32"] = acc
+            line = f"parity max|diff| {entry['parity']['max_abs_diff']:.2e}, same top-1"
+        else:
+            base = accuracy.get("float32", accuracy["keras"])
+            drop = 100.0 * (base - acc)
+            entry.update(accuracy_drop_points=round(drop, 3), max_drop_points=max_drop,
+                         within_tolerance=bool(drop <= max_drop))
+            line = f"accuracy drop vs float {drop:+.2f} points"
+            if q == "int8":
+                entry.update({k: notes[k] for k in ("int8_mode", "float_ops", "float_ops_note")})
+                if notes["float_ops"]:
+                    line += f"; float ops kept: {notes['float_ops']}"
+        with artifacts.atomic_path(out / TFLITE_FILES[q]) as tmp:
+            tmp.write_bytes(content)
+        card["exports"][key] = entry
+        log(f"  {TFLITE_FILES[q]:21s} {len(content) / 1e6:7.2f} MB  {data.split} accuracy {acc:.4f}  {line}")
+        if q != "none" and not entry["within_tolerance"]:
+            log(f"  WARNING: {TFLITE_FILES[q]} loses {drop:.2f} points of accuracy (limit {max_drop:g})")
+    card["evaluation"] = {"split": data.split, "clips": int(len(data.labels)), "source": data.source,
+                          "accuracy": {**accuracy, **{k: v[f"{data.split}_accuracy"]
+                                                      for k, v in card["exports"].items()
+                                                      if f"{data.split}_accuracy" in v}}}
+    artifacts.write_json(card_path, card)
+    log(f"wrote {out}/ (labels.txt, model_card.json)")
+    return card
+
+
+# ----------------------------------------------------------------------------- CLI
+def _data_root(arg, model_path):
+    from .data import resolve_data
+
+    if arg is not None:
+        return resolve_data(arg)
+    config = Path(model_path).resolve().parent / "config.json"
+    if config.is_file():
+        recorded = json.loads(config.read_text()).get("data")
+        if recorded and Path(recorded).is_dir():
+            return Path(recorded)
+    raise ValueError("pass --data: the dataset folder the model was trained on (for the parity "
+                     "checks, int8 calibration and the accuracy comparison)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kws_tf.export", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a model.keras written by kws_tf.train")
+    p.add_argument("--format", default="all", choices=("savedmodel", "tflite", "all"))
+    p.add_argument("--quantize", default="all",
+                   help="TFLite files besides float32: none, dynamic, int8 or all (comma-separated "
+                        "list allowed; default all). The float32 file is always written: it is the "
+                        "reference the quantized ones are measured against")
+    p.add_argument("--output", help="output folder (default saved_models/<run name>/)")
+    p.add_argument("--data", help="dataset folder ('synthetic' for the embedded one); default: the "
+                                  "one recorded in the run's config.json")
+    p.add_argument("--split", default="validation", choices=("validation", "testing"),
+                   help="split for the parity checks and the accuracy comparison")
+    p.add_argument("--eval-clips", type=int, default=1000, help="at most this many evaluation clips (0 = all)")
+    p.add_argument("--calibration-clips", type=int, default=200,
+                   help="training clips for the int8 representative dataset")
+    p.add_argument("--max-drop", type=float, default=1.0,
+                   help="accuracy points a quantized model may lose before a warning (default 1)")
+    args = p.parse_args(argv)
+
+    quantize = []
+    for q in args.quantize.split(","):
+        q = q.strip()
+        if q == "all":
+            quantize += ["dynamic", "int8"]
+        elif q in QUANTIZE_CHOICES:
+            quantize.append(q)
+        else:
+            raise ValueError(f"--quantize: unknown {q!r}; use none, dynamic, int8 or all")
+    formats = ["savedmodel", "tflite"] if args.format == "all" else [args.format]
+
+    from . import artifacts
+
+    model_path = Path(args.model)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"no model file at {model_path}")
+    info = artifacts.read_model_info(model_path)
+    if "labels" not in info or "sample_rate" not in info:
+        _, info = artifacts.load_model(model_path, compile=False)
+    root = _data_root(args.data, model_path)
+    data = load_export_data(root, info["labels"], int(info["sample_rate"]), args.split,
+                            args.calibration_clips, args.eval_clips)
+    card = export(model_path, args.output, formats, quantize, data, max_drop=args.max_drop)
+    bad = [k for k, v in card["exports"].items() if v.get("within_tolerance") is False]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,150 @@
+"""TFLite files: read their op list from the flatbuffer, check it, and run them.
+
+Models run with the LiteRT interpreter (``ai_edge_litert``; ``tf.lite.Interpreter`` is
+deprecated), falling back to ``tf.lite.Interpreter`` where LiteRT is not installed.  Every
+exported file takes float32 audio (1, samples) and returns float32 probabilities (1, classes);
+int8 files quantize and dequantize at their edges, so callers never see integer tensors.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+
+class FlexOpsError(ValueError):
+    """A .tflite file that needs ops outside the TFLite builtin set (Flex/SELECT_TF_OPS, custom)."""
+
+
+def interpreter_class():
+    """``ai_edge_litert.interpreter.Interpreter``, or ``tf.lite.Interpreter`` without LiteRT."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover - ai-edge-litert is a declared dependency
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+def _model_bytes(model) -> bytes:
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model)
+    return Path(model).read_bytes()
+
+
+# ----------------------------------------------------------------------------- op list
+@dataclasses.dataclass
+class OpInfo:
+    name: str  # builtin name ("CONV_2D") or the custom code ("FlexTensorListReserve")
+    builtin: bool
+    input_types: tuple  # tensor type names, e.g. ("INT8", "INT8", "INT32")
+    output_types: tuple
+
+    @property
+    def touches_float(self) -> bool:
+        return "FLOAT32" in self.input_types or "FLOAT32" in self.output_types
+
+
+def read_ops(model) -> list:
+    """Every operator of every subgraph of a .tflite file (path or bytes), from its flatbuffer."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    buf = _model_bytes(model)
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    ops = []
+    for sub in m.subgraphs or []:
+        tensors = sub.tensors or []
+
+        def types(idx):
+            return tuple(type_names.get(tensors[i].type, str(tensors[i].type))
+                         for i in (idx if idx is not None else []) if i >= 0)
+
+        for op in sub.operators or []:
+            code = m.operatorCodes[op.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+            is_custom = builtin == schema.BuiltinOperator.CUSTOM
+            name = (custom or "CUSTOM") if is_custom else op_names.get(builtin, str(builtin))
+            ops.append(OpInfo(name, not is_custom, types(op.inputs), types(op.outputs)))
+    return ops
+
+
+def op_counts(model) -> dict:
+    return dict(sorted(collections.Counter(op.name for op in read_ops(model)).items()))
+
+
+def check_builtin_only(model, what: str = "model") -> dict:
+    """Raise FlexOpsError naming them if the file needs any non-builtin op; return op counts."""
+    ops = read_ops(model)
+    bad = sorted({op.name for op in ops if not op.builtin})
+    if bad:
+        raise FlexOpsError(f"{what} needs ops outside the TFLite builtin set: {', '.join(bad)} "
+                           "(Flex/SELECT_TF_OPS or custom ops); it would not run on a plain "
+                           "TFLite/LiteRT runtime")
+    return dict(sorted(collections.Counter(op.name for op in ops).items()))
+
+
+def float_ops(model) -> dict:
+    """Ops of a quantized file that still compute in float32 (besides the edge QUANTIZE/DEQUANTIZE)."""
+    ops = read_ops(model)
+    return dict(sorted(collections.Counter(
+        op.name for op in ops
+        if op.touches_float and op.name not in ("QUANTIZE", "DEQUANTIZE")).items()))
+
+
+# ----------------------------------------------------------------------------- running
+class TFLiteModel:
+    """A .tflite keyword spotter: ``probabilities(audio (n, samples)) -> (n, classes)``."""
+
+    def __init__(self, model, num_threads: int | None = None):
+        self.path = None if isinstance(model, (bytes, bytearray)) else Path(model)
+        if self.path is not None and not self.path.is_file():
+            raise FileNotFoundError(f"no TFLite file at {self.path}")
+        content = _model_bytes(model)
+        Interpreter = interpreter_class()
+        try:
+            self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            where = self.path or "model"
+            raise ValueError(f"{where}: cannot load as a TFLite model ({str(e).splitlines()[0]})") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.samples = int(self.input["shape"][-1])
+        self.num_classes = int(self.output["shape"][-1])
+        self.size_bytes = len(content)
+
+    def _set(self, x):
+        d = self.input
+        if d["dtype"] != np.float32:  # integer input: quantize with the file's own scale
+            scale, zero = d["quantization"]
+            info = np.iinfo(d["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(d["dtype"])
+        self.interpreter.set_tensor(d["index"], x)
+
+    def _get(self):
+        d = self.output
+        y = self.interpreter.get_tensor(d["index"])
+        if d["dtype"] != np.float32:
+            scale, zero = d["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return np.array(y, dtype=np.float32)
+
+    def probabilities(self, audio) -> np.ndarray:
+        audio = np.asarray(audio, np.float32)
+        if audio.ndim == 1:
+            audio = audio[None]
+        if audio.shape[-1] != self.samples:
+            raise ValueError(f"the model takes {self.samples} samples, got {audio.shape[-1]}")
+        out = np.empty((len(audio), self.num_classes), np.float32)
+        for i in range(len(audio)):  # the file has a fixed batch of 1
+            self._set(audio[i:i + 1])
+            self.interpreter.invoke()
+            out[i] = self._get()[0]
+        return out
+
