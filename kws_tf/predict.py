@@ -51,13 +51,17 @@ class KerasScorer(Scorer):
         self.model, info = artifacts.load_model(path, compile=False)
         self.labels, self.sample_rate = list(info["labels"]), int(info["sample_rate"])
 
-    def probabilities(self, audio, batch_size: int = 64):
+    def probabilities(self, audio, batch_size: int = 32):
         from .export import softmax
 
         audio = np.asarray(audio, np.float32)
-        if len(audio) <= batch_size:  # skip predict()'s per-call dataset machinery
-            return softmax(self.model.predict_on_batch(audio))
-        return softmax(self.model.predict(audio, batch_size=batch_size, verbose=0))
+        out = []
+        for i in range(0, len(audio), batch_size):
+            # fixed-size batches (zero-padded): one traced function, no predict() set-up per call
+            chunk = audio[i:i + batch_size]
+            padded = np.pad(chunk, ((0, batch_size - len(chunk)), (0, 0)))
+            out.append(np.asarray(self.model.predict_on_batch(padded))[:len(chunk)])
+        return softmax(np.concatenate(out))
 
 
 class SavedModelScorer(Scorer):
@@ -155,34 +159,35 @@ def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> list:
 
 
 def predict_files(scorer: Scorer, paths, k: int = 3, as_json: bool = False, batch: int = 32,
-                  out=sys.stdout, err=sys.stderr) -> int:
+                  out=None, err=None) -> int:
     """Print the top-k of every file; return how many failed."""
     from .data import DataError
 
+    out, err = out or sys.stdout, err or sys.stderr
     failed = 0
     files = expand_inputs(paths)
     for start in range(0, len(files), batch):
-        good, clips = [], []
+        results = []  # per file, in input order: a clip or an error message
         for f in files[start:start + batch]:
             try:
                 if f.is_dir():
                     raise DataError(f"{f}: no .wav files in this folder")
                 if not f.exists():
                     raise DataError(f"{f}: no such file")
-                clips.append(read_clip(f, scorer.sample_rate))
-                good.append(f)
+                results.append((f, read_clip(f, scorer.sample_rate), None))
             except (DataError, OSError, ValueError) as e:
+                results.append((f, None, str(e) if str(f) in str(e) else f"{f}: {e}"))
+        good = [clip for _, clip, _ in results if clip is not None]
+        probs = iter(scorer.probabilities(np.stack(good)) if good else [])
+        for f, clip, msg in results:
+            if msg is not None:
                 failed += 1
-                msg = str(e) if str(f) in str(e) else f"{f}: {e}"
                 if as_json:
                     print(json.dumps({"file": str(f), "error": msg}), file=out, flush=True)
                 else:
                     print(f"error: {msg}", file=err, flush=True)
-        if not good:
-            continue
-        probs = scorer.probabilities(np.stack(clips))
-        for f, p in zip(good, probs):
-            top = top_k(p, scorer.labels, k)
+                continue
+            top = top_k(next(probs), scorer.labels, k)
             if as_json:
                 print(json.dumps({"file": str(f), "top": top}), file=out, flush=True)
             else:
@@ -231,7 +236,7 @@ class RecognizeCommands:
         if self._recent and end <= self._recent[-1][1]:
             raise ValueError(f"windows must come in time order ({end} after {self._recent[-1][1]})")
         self._recent.append((start, end, probabilities))
-        while self._recent and self._recent[0][1] <= end - self.average_window - 1e-9:
+        while self._recent and self._recent[0][1] <= end - self.average_window + 1e-6:
             self._recent.popleft()
         if len(self._recent) < self.minimum_count:
             return None

@@ -1,0 +1,139 @@
+"""Export of a small model trained on real clips: every format, builtin ops, parity, accuracy."""
+import json
+
+import numpy as np
+import pytest
+
+import _small_kws as small
+from kws_tf import artifacts, tflite
+from kws_tf.export import (SavedModelRunner, convert_tflite, export, inference_model,
+                           keras_probabilities, main)
+
+
+@pytest.fixture(scope="module")
+def trained(subset_root):
+    return small.trained_run(subset_root)
+
+
+@pytest.fixture(scope="module")
+def exported(subset_root):
+    return small.exported(subset_root)
+
+
+def test_small_model_recognises_words(trained):
+    # Not part of the export contract, but everything below relies on it being a real model.
+    _, _, metrics = trained
+    assert metrics["validation"]["accuracy"] > 0.7, metrics["validation"]["accuracy"]
+
+
+def test_every_format_is_written_with_labels_and_card(exported, trained):
+    out, card = exported
+    run_dir, data, metrics = trained
+    assert (out / "savedmodel" / "saved_model.pb").is_file()
+    for name in ("model_float32.tflite", "model_dynamic.tflite", "model_int8.tflite"):
+        assert (out / name).stat().st_size > 10_000, name
+    assert (out / "labels.txt").read_text().split() == small.LABELS
+    on_disk = json.loads((out / "model_card.json").read_text())
+    assert on_disk["labels"] == small.LABELS and on_disk["sample_rate"] == small.RATE
+    assert on_disk["variant"] == "small" and on_disk["input"]["shape"] == ["batch", small.RATE]
+    assert on_disk["run_accuracy"]["testing"] == pytest.approx(metrics["testing"]["accuracy"])
+    assert set(on_disk["exports"]) == {"savedmodel", "tflite_float32", "tflite_dynamic", "tflite_int8"}
+    assert on_disk["versions"]["tensorflow"] and on_disk["versions"]["ai_edge_litert"]
+    # quantized weights are smaller than float ones
+    sizes = {k: v["size_bytes"] for k, v in on_disk["exports"].items()}
+    assert sizes["tflite_dynamic"] < sizes["tflite_float32"]
+
+
+def test_tflite_files_use_builtin_ops_only(exported):
+    out, card = exported
+    for name in ("model_float32.tflite", "model_dynamic.tflite", "model_int8.tflite"):
+        counts = tflite.check_builtin_only(out / name, name)
+        assert not any(op.startswith("Flex") for op in counts), counts
+        # the GRU is unrolled into builtin cell ops, no while loop / TensorList
+        assert {"FULLY_CONNECTED", "LOGISTIC", "TANH"} <= set(counts) and "WHILE" not in counts
+    # the int8 file computes in int8 throughout: only its float32 edges are (de)quantized
+    assert tflite.float_ops(out / "model_int8.tflite") == card["exports"]["tflite_int8"]["float_ops"]
+    assert card["exports"]["tflite_int8"]["float_ops_note"]
+
+
+def test_flex_op_check_fails_loudly():
+    # A plain Keras GRU with a dynamic batch converts to a TensorList while loop, which needs
+    # Flex ops; converted with SELECT_TF_OPS allowed, the check must refuse the file.
+    import keras
+    import tensorflow as tf
+
+    x = keras.Input((6, 3))
+    model = keras.Model(x, keras.layers.GRU(4)(x))
+    fn = tf.function(lambda a: model(a)).get_concrete_function(tf.TensorSpec((None, 6, 3), tf.float32))
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    content = conv.convert()
+    if all(op.builtin for op in tflite.read_ops(content)):
+        pytest.skip("this TF version converted the dynamic GRU without Flex ops")
+    with pytest.raises(tflite.FlexOpsError, match="Flex"):
+        tflite.check_builtin_only(content, "dynamic GRU")
+
+
+def test_savedmodel_and_float_tflite_match_keras_on_real_clips(exported, trained):
+    out, _ = exported
+    run_dir, data, _ = trained
+    model, _ = artifacts.load_model(run_dir / "model.keras", compile=False)
+    clips = data["testing"].audio[::7][:40]  # real clips the export never saw
+    reference = keras_probabilities(model, clips)
+    runner = SavedModelRunner(out / "savedmodel")
+    for name, probs in (("savedmodel", runner.probabilities(clips)),
+                        ("tflite", tflite.TFLiteModel(out / "model_float32.tflite").probabilities(clips))):
+        assert np.abs(probs - reference).max() <= 1e-4, name
+        np.testing.assert_array_equal(probs.argmax(-1), reference.argmax(-1))
+    # the serving signature's string label is the top-1 word
+    served = runner(clips[:5])
+    assert served["label"] == [small.LABELS[i] for i in reference[:5].argmax(-1)]
+    np.testing.assert_allclose(served["probabilities"].sum(-1), 1.0, atol=1e-5)
+
+
+def test_quantized_accuracy_within_one_point_of_float(exported):
+    _, card = exported
+    acc = card["evaluation"]["accuracy"]
+    for key in ("tflite_dynamic", "tflite_int8"):
+        entry = card["exports"][key]
+        assert entry["accuracy_drop_points"] <= 1.0, (key, acc)
+        assert entry["within_tolerance"]
+    assert acc["tflite_float32"] == pytest.approx(acc["keras"])
+
+
+def test_unrolled_batch1_rebuild_is_the_same_function(trained):
+    run_dir, data, _ = trained
+    model, _ = artifacts.load_model(run_dir / "model.keras", compile=False)
+    lite = inference_model(model, batch_size=1, unroll=True)
+    assert lite.input_shape == (1, small.RATE) and lite.get_layer("gru").unroll
+    x = data["validation"].audio[:1]
+    np.testing.assert_allclose(lite.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_int8_needs_calibration_clips(trained):
+    run_dir, _, _ = trained
+    model, _ = artifacts.load_model(run_dir / "model.keras", compile=False)
+    with pytest.raises(ValueError, match="calibration"):
+        convert_tflite(model, "int8", None)
+
+
+def test_cli_exports_from_a_dataset_folder(trained, subset_root, tmp_path, capsys):
+    run_dir, _, _ = trained
+    rc = main([str(run_dir / "model.keras"), "--format", "tflite", "--quantize", "dynamic",
+               "--data", str(subset_root), "--eval-clips", "60", "--calibration-clips", "10",
+               "--output", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "labels.txt", "model_card.json", "model_dynamic.tflite", "model_float32.tflite"]
+    assert "parity max|diff|" in printed and "accuracy drop vs float" in printed
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert card["evaluation"]["clips"] == 60 and card["evaluation"]["source"] == str(subset_root)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from kws_tf import cli
+
+    assert cli.run(main, [str(tmp_path / "missing.keras"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no model file")
