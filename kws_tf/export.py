@@ -123,6 +123,15 @@ def _write_dir_atomically(build: Callable[[Path], None], dest: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _readable(folder: Path) -> None:
+    """Temporary files are created private (0600/0700); exports are for sharing: honour umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in [folder, *folder.rglob("*")]:
+        if not p.name.startswith("."):
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 # ----------------------------------------------------------------------------- SavedModel
 def export_savedmodel(model, labels: Sequence[str], dest) -> Path:
     """A SavedModel whose serving signature maps audio (batch, samples) to probabilities + label."""
@@ -413,11 +422,13 @@ def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tfl
         log(f"  {TFLITE_FILES[q]:21s} {len(content) / 1e6:7.2f} MB  {data.split} accuracy {acc:.4f}  {line}")
         if q != "none" and not entry["within_tolerance"]:
             log(f"  WARNING: {TFLITE_FILES[q]} loses {drop:.2f} points of accuracy (limit {max_drop:g})")
+    _readable(out)
     card["evaluation"] = {"split": data.split, "clips": int(len(data.labels)), "source": data.source,
                           "accuracy": {**accuracy, **{k: v[f"{data.split}_accuracy"]
                                                       for k, v in card["exports"].items()
                                                       if f"{data.split}_accuracy" in v}}}
     artifacts.write_json(card_path, card)
+    _readable(out)
     log(f"wrote {out}/ (labels.txt, model_card.json)")
     return card
 
