@@ -18,6 +18,12 @@ import keras
 META_ENTRY = "kws_tf.json"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=None):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
@@ -28,6 +34,9 @@ def atomic_path(path, suffix=None):
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.isfile(tmp):
+            # mkstemp makes 0600 files; a finished file gets the mode open() would give it
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

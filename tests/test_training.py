@@ -68,6 +68,23 @@ def test_fit_writes_a_complete_run(data, tmp_path):
     assert len(list((tmp_path / "checkpoints").glob("epoch-*.keras"))) <= 2
 
 
+def test_atomic_writes_get_normal_permissions_and_leave_nothing_on_failure(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        artifacts.write_json(tmp_path / "m.json", {"a": 1})
+        # a run folder on a shared machine must be readable like any other file (mkstemp: 0600)
+        assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+        with pytest.raises(RuntimeError):
+            with artifacts.atomic_path(tmp_path / "half.keras") as tmp:
+                tmp.write_bytes(b"partial")
+                raise RuntimeError("killed while writing")
+    finally:
+        os.umask(mask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
 def test_xla_fast_build_trains_and_ships_the_plain_build(data, tmp_path):
     run = fit(TINY, data, FitConfig(**{**CFG, "epochs": 1, "jit_compile": True}), output=tmp_path)
     assert run.model.get_layer("block1_pool").__class__.__name__ == "WindowMaxPool1D"
