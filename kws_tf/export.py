@@ -41,8 +41,10 @@ from . import cli
 
 PARITY_ATOL = 1e-4
 TFLITE_FILES = {"none": "model_float32.tflite", "dynamic": "model_dynamic.tflite",
-                "int8": "model_int8.tflite"}
-QUANTIZE_CHOICES = ("none", "dynamic", "int8")
+                "int8": "model_int8.tflite", "int16x8": "model_int16x8.tflite"}
+QUANTIZE_CHOICES = ("none", "dynamic", "int8", "int16x8")
+# "all" leaves int16x8 out: its TFLite kernels are reference ones, ~10x slower than int8.
+QUANTIZE_ALL = ("dynamic", "int8")
 
 
 class ExportError(ValueError):
@@ -198,16 +200,19 @@ def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarr
     """``(flatbuffer bytes, notes dict)`` for ``model``: batch 1, unrolled GRU, builtins only.
 
     ``quantize``: "none" (float32), "dynamic" (int8 weights, float activations) or "int8"
-    (int8 weights and activations, calibrated on ``calibration`` clips; float32 in/out).
+    (int8 weights and activations, calibrated on ``calibration`` clips; float32 in/out) or
+    "int16x8" (int8 weights, int16 activations, calibrated the same way: the accuracy of float
+    at the size of int8, but TFLite runs it with slow reference kernels).
     """
     import tensorflow as tf
 
     from . import tflite
+    from ._quiet import native_output_muted
 
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
-    if quantize == "int8" and (calibration is None or len(calibration) == 0):
-        raise ValueError("int8 quantization needs calibration clips from the training split (--data)")
+    if quantize in ("int8", "int16x8") and (calibration is None or len(calibration) == 0):
+        raise ValueError(f"{quantize} quantization needs calibration clips from the training split (--data)")
     samples = int(model.input_shape[-1])
     lite = inference_model(model, batch_size=1, unroll=True)
     notes = {}
@@ -225,7 +230,7 @@ def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarr
             c.target_spec.supported_ops = ops  # never SELECT_TF_OPS
             if quantize != "none":
                 c.optimizations = [tf.lite.Optimize.DEFAULT]
-            if quantize == "int8":
+            if quantize in ("int8", "int16x8"):
                 clips = np.asarray(calibration, np.float32)
 
                 def representative():
@@ -235,25 +240,33 @@ def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarr
                 c.representative_dataset = representative
             return c
 
-        if quantize == "int8":
+        def convert(ops):
+            with native_output_muted():  # the calibrator prints C++ lines on stdout
+                return converter(ops).convert()
+
+        if quantize == "int16x8":
+            # Float builtins as fallback: 16x8 has no kernel for some ops (LOG_SOFTMAX).
+            content = convert([tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                               tf.lite.OpsSet.TFLITE_BUILTINS])
+            notes["int16x8_mode"] = "int16 activations, int8 weights; float32 builtins where 16x8 has no kernel"
+        elif quantize == "int8":
             try:
-                content = converter([tf.lite.OpsSet.TFLITE_BUILTINS_INT8]).convert()
+                content = convert([tf.lite.OpsSet.TFLITE_BUILTINS_INT8])
                 notes["int8_mode"] = "full integer (TFLITE_BUILTINS_INT8)"
             except Exception as e:  # noqa: BLE001 - the converter raises many kinds
                 # Some TF versions cannot integer-quantize every op of the unrolled GRU:
                 # keep those ops in float (builtins still) and say which they are.
                 notes["int8_mode"] = ("mixed: TFLITE_BUILTINS_INT8 + TFLITE_BUILTINS float "
                                       f"fallback (strict int8 failed: {str(e).splitlines()[0][:200]})")
-                content = converter([tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                     tf.lite.OpsSet.TFLITE_BUILTINS]).convert()
+                content = convert([tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS])
         else:
-            content = converter([tf.lite.OpsSet.TFLITE_BUILTINS]).convert()
+            content = convert([tf.lite.OpsSet.TFLITE_BUILTINS])
     notes["ops"] = tflite.check_builtin_only(content, f"the {quantize} TFLite model")
-    if quantize == "int8":
+    if quantize in ("int8", "int16x8"):
         floats = tflite.float_ops(content)
         notes["float_ops"] = floats
         notes["float_ops_note"] = (
-            "none: every op runs in int8 (QUANTIZE/DEQUANTIZE only convert the float32 input "
+            f"none: every op runs in {quantize} (QUANTIZE/DEQUANTIZE only convert the float32 input "
             "and output)" if not floats else
             f"{sum(floats.values())} op(s) stay float32 ({', '.join(floats)}): the converter "
             "has no integer kernel or calibration range for them; they run as float between "
@@ -412,8 +425,8 @@ def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tfl
             entry.update(accuracy_drop_points=round(drop, 3), max_drop_points=max_drop,
                          within_tolerance=bool(drop <= max_drop))
             line = f"accuracy drop vs float {drop:+.2f} points"
-            if q == "int8":
-                entry.update({k: notes[k] for k in ("int8_mode", "float_ops", "float_ops_note")})
+            if q in ("int8", "int16x8"):
+                entry.update({k: notes[k] for k in (f"{q}_mode", "float_ops", "float_ops_note")})
                 if notes["float_ops"]:
                     line += f"; float ops kept: {notes['float_ops']}"
         with artifacts.atomic_path(out / TFLITE_FILES[q]) as tmp:
@@ -421,7 +434,10 @@ def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tfl
         card["exports"][key] = entry
         log(f"  {TFLITE_FILES[q]:21s} {len(content) / 1e6:7.2f} MB  {data.split} accuracy {acc:.4f}  {line}")
         if q != "none" and not entry["within_tolerance"]:
-            log(f"  WARNING: {TFLITE_FILES[q]} loses {drop:.2f} points of accuracy (limit {max_drop:g})")
+            hint = ("; --quantize int16x8 keeps int16 activations and usually float accuracy"
+                    if q == "int8" else "")
+            log(f"  WARNING: {TFLITE_FILES[q]} loses {drop:.2f} points of accuracy "
+                f"(limit {max_drop:g}){hint}")
     _readable(out)
     card["evaluation"] = {"split": data.split, "clips": int(len(data.labels)), "source": data.source,
                           "accuracy": {**accuracy, **{k: v[f"{data.split}_accuracy"]
@@ -454,8 +470,9 @@ def main(argv=None) -> int:
     p.add_argument("model", help="a model.keras written by kws_tf.train")
     p.add_argument("--format", default="all", choices=("savedmodel", "tflite", "all"))
     p.add_argument("--quantize", default="all",
-                   help="TFLite files besides float32: none, dynamic, int8 or all (comma-separated "
-                        "list allowed; default all). The float32 file is always written: it is the "
+                   help="TFLite files besides float32: none, dynamic, int8, int16x8 (int16 "
+                        "activations: float accuracy, int8 size, slow kernels) or all (= dynamic,int8; "
+                        "comma-separated list allowed; default all). The float32 file is always written: it is the "
                         "reference the quantized ones are measured against")
     p.add_argument("--output", help="output folder (default saved_models/<run name>/)")
     p.add_argument("--data", help="dataset folder ('synthetic' for the embedded one); default: the "
@@ -473,11 +490,11 @@ def main(argv=None) -> int:
     for q in args.quantize.split(","):
         q = q.strip()
         if q == "all":
-            quantize += ["dynamic", "int8"]
+            quantize += QUANTIZE_ALL
         elif q in QUANTIZE_CHOICES:
             quantize.append(q)
         else:
-            raise ValueError(f"--quantize: unknown {q!r}; use none, dynamic, int8 or all")
+            raise ValueError(f"--quantize: unknown {q!r}; use none, dynamic, int8, int16x8 or all")
     formats = ["savedmodel", "tflite"] if args.format == "all" else [args.format]
 
     from . import artifacts

@@ -110,6 +110,24 @@ def test_unrolled_batch1_rebuild_is_the_same_function(trained):
     np.testing.assert_allclose(lite.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
 
+def test_int16x8_is_builtin_integer_and_tracks_float(trained):
+    # int16 activations with int8 weights: the fallback the export suggests when int8 loses
+    # too much accuracy.  Only the log_softmax head (no 16x8 kernel) may stay float, and it
+    # must agree with the float model.
+    run_dir, data, _ = trained
+    model, _ = artifacts.load_model(run_dir / "model.keras", compile=False)
+    content, notes = convert_tflite(model, "int16x8", data["training"].audio[::20][:40])
+    assert "WHILE" not in notes["ops"] and not any(op.startswith("Flex") for op in notes["ops"])
+    assert set(notes["float_ops"]) <= {"LOG_SOFTMAX"} and notes["float_ops"] == tflite.float_ops(content)
+    assert {"CONV_2D", "FULLY_CONNECTED", "TANH"} <= set(notes["ops"])
+    assert "CONV_2D" not in notes["float_ops"] and "FULLY_CONNECTED" not in notes["float_ops"]
+    clips = data["testing"].audio[::9][:24]
+    reference = keras_probabilities(model, clips)
+    probs = tflite.TFLiteModel(content).probabilities(clips)
+    assert np.abs(probs - reference).max() < 0.05
+    assert (probs.argmax(-1) == reference.argmax(-1)).mean() >= 0.95
+
+
 def test_int8_needs_calibration_clips(trained):
     run_dir, _, _ = trained
     model, _ = artifacts.load_model(run_dir / "model.keras", compile=False)
