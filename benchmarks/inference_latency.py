@@ -2,7 +2,7 @@
 
 For each sample rate, a model (``--model RATE=PATH.keras``, or the study's ``--variant`` built
 with random weights: latency and size do not depend on the weights) is exported to a temporary
-folder (SavedModel, TFLite float32 / dynamic / int8; int8 calibrated on real clips when
+folder (SavedModel, TFLite float32 / dynamic / int8 / int16x8; int8 calibrated on real clips when
 ``--data`` is given, else on noise) and each format labels one 1 s clip at a time:
 Keras ``predict_on_batch``, the SavedModel's serving signature, the LiteRT interpreter.
 Prints median and p95 latency in ms and the size on disk; ``--json`` writes them to a file.
@@ -71,7 +71,8 @@ def bench_rate(rate: int, model_path, variant: str, data_root, repeats: int, thr
         sm = export_savedmodel(model, labels, tmp / "savedmodel")
         runner = SavedModelRunner(sm)
         rows["savedmodel"] = {"size_bytes": _size(sm), **_time(lambda: runner(clip), repeats)}
-        for q, name in (("none", "tflite_float32"), ("dynamic", "tflite_dynamic"), ("int8", "tflite_int8")):
+        for q, name in (("none", "tflite_float32"), ("dynamic", "tflite_dynamic"), ("int8", "tflite_int8"),
+                        ("int16x8", "tflite_int16x8")):
             content, _ = convert_tflite(model, q, calibration)
             lite = TFLiteModel(content, num_threads=threads)
             rows[name] = {"size_bytes": len(content), **_time(lambda: lite.probabilities(clip), repeats)}

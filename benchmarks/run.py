@@ -196,29 +196,17 @@ def run_inference(quick):
         record("SavedModel serve", lambda: sm.serve(x1).numpy(), lambda: sm.serve(xb).numpy())
     except Exception as e:
         res["SavedModel serve"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-    for name, quant in (("TFLite float32", False), ("TFLite int8 weights (dynamic range)", True)):
-        try:
-            conv = tf.lite.TFLiteConverter.from_saved_model(str(tmp / "sm"))
-            if quant:
-                conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            blob = conv.convert()
-            try:
-                from ai_edge_litert.interpreter import Interpreter
-            except ImportError:
-                Interpreter = tf.lite.Interpreter
-            interps = {}
-            for b in (1, big):
-                it = Interpreter(model_content=blob, num_threads=os.cpu_count())
-                it.resize_tensor_input(it.get_input_details()[0]["index"], [b, 16000])
-                it.allocate_tensors()
-                interps[b] = it
+    # The export path's TFLite files (batch 1, unrolled GRU, builtin ops): a plain Keras GRU
+    # only converts with Flex ops.  Batch throughput is the interpreter run clip by clip.
+    from kws_tf.export import convert_tflite
+    from kws_tf.tflite import TFLiteModel
 
-            def tfl(b, x):
-                it = interps[b]
-                it.set_tensor(it.get_input_details()[0]["index"], x)
-                it.invoke()
-                return it.get_tensor(it.get_output_details()[0]["index"])
-            record(name, lambda: tfl(1, x1), lambda: tfl(big, xb))
+    for name, quant in (("TFLite float32", "none"), ("TFLite dynamic range", "dynamic"),
+                        ("TFLite int8", "int8")):
+        try:
+            blob, _ = convert_tflite(model, quant, xb[:16])
+            lite = TFLiteModel(blob, num_threads=os.cpu_count())
+            record(name, lambda: lite.probabilities(x1), lambda: lite.probabilities(xb))
             res[name]["size_kb"] = round(len(blob) / 1024)
         except Exception as e:
             res[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
