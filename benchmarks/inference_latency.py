@@ -40,7 +40,7 @@ def bench_rate(rate: int, model_path, variant: str, data_root, repeats: int, thr
     import keras
 
     from kws_tf import artifacts, build_model
-    from kws_tf.export import ExportData, SavedModelRunner, convert_tflite, export_savedmodel
+    from kws_tf.export import SavedModelRunner, convert_tflite, export_savedmodel
     from kws_tf.tflite import TFLiteModel
 
     if model_path:

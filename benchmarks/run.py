@@ -165,7 +165,6 @@ def _median_time(fn, n):
 
 def run_inference(quick):
     import tempfile
-    import numpy as np
     import tensorflow as tf
     import torch
     from kws_tf import build_model
@@ -231,7 +230,6 @@ def run_inference(quick):
 
 def run_pipeline(quick):
     """Data pipeline clips/s: kws_tf.data on the real subset if present, else tf.data on arrays."""
-    import numpy as np
     import tensorflow as tf
     res = {}
     subset = ROOT.parent / "shared" / "data" / "speech_commands_subset"

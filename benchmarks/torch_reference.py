@@ -11,7 +11,6 @@ that has no TensorFlow (see ``benchmarks/gpu.py``).
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ class TorchResample(nn.Module):
 
     def __init__(self, orig_freq: int, new_freq: int):
         super().__init__()
-        from kws_tf.resample import resampled_length, sinc_resample_kernel  # noqa: F401
+        from kws_tf.resample import sinc_resample_kernel
         kernel, width, orig, new = sinc_resample_kernel(orig_freq, new_freq)
         self.width, self.orig, self.new = width, orig, new
         self.orig_freq, self.new_freq = orig_freq, new_freq

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from kws_tf import artifacts
+from kws_tf import artifacts, reports
 from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant, get_variant
 
 CELL_RECORD = "cell.json"
@@ -104,8 +104,8 @@ def run_cell(variant: Variant, rate: int, data, args, output: Path) -> dict:
         config.jit_compile = args.jit_compile
     resumed = (folder / "checkpoints" / "state.json").exists()
     start = time.perf_counter()
-    run = fit(cell_variant, data, config, output=folder, resume=True,
-              extra_config={"experiment": "reproduce", "epochs_scale": args.epochs_scale})
+    fit(cell_variant, data, config, output=folder, resume=True,
+        extra_config={"experiment": "reproduce", "epochs_scale": args.epochs_scale})
     wall = time.perf_counter() - start
     record = {
         "variant": variant.name, "sample_rate": rate, "epochs_planned": epochs,
@@ -246,10 +246,7 @@ def plot(path: Path, rows: list, title: str) -> None:
     axes[0][0].set_ylabel("test accuracy (%)")
     axes[0][-1].legend(loc="lower right", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with artifacts.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    reports.save_figure(fig, path)
 
 
 def write_summary(output: Path, args, requested) -> dict:
@@ -286,16 +283,9 @@ def _data_of(output: Path, rows) -> str:
 # ----------------------------------------------------------------------------- main
 def hold_lock(output: Path):
     """One reproduce.py per output folder: two would train the same cell into one folder."""
-    import fcntl
-
-    handle = open(output / ".reproduce.lock", "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise ValueError(f"another reproduce.py is already writing to {output}; "
-                         f"wait for it to finish or use another --output") from None
-    return handle
+    return artifacts.exclusive_lock(output / ".reproduce.lock",
+                                    f"another reproduce.py is already writing to {output}; "
+                                    f"wait for it to finish or use another --output")
 
 
 def main(argv=None, load_data=None) -> int:

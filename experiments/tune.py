@@ -27,8 +27,8 @@ from pathlib import Path
 import keras
 import keras_tuner as kt
 
-from kws_tf import artifacts
-from kws_tf.models import build_model, count_trainable_params
+from kws_tf import artifacts, reports
+from kws_tf.models import build_model
 from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant
 
 # ----------------------------------------------------------------------------- the space
@@ -381,10 +381,7 @@ def plot_search(path, rows, title) -> None:
     ax.set(xlabel="trial", ylabel="validation accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with artifacts.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    reports.save_figure(fig, path)
 
 
 def write_reports(tuner, args) -> list:
@@ -474,17 +471,9 @@ def role() -> str:
 
 def hold_lock(project: Path):
     """One oracle per search folder: two would hand out (and overwrite) the same trials."""
-    import fcntl
-
-    project.mkdir(parents=True, exist_ok=True)
-    handle = open(project / ".tune.lock", "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise ValueError(f"another tune.py already runs the search in {project} (for more "
-                         f"processes on one search, start a chief and workers)") from None
-    return handle
+    return artifacts.exclusive_lock(project / ".tune.lock",
+                                    f"another tune.py already runs the search in {project} (for "
+                                    f"more processes on one search, start a chief and workers)")
 
 
 def main(argv=None, load_data=None) -> int:

@@ -41,10 +41,15 @@ def plot_training_loss(path, batch_losses, history, steps_per_epoch, title) -> N
     ax.set(xlabel="batch", ylabel="loss", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path) -> None:
+    """Lay out, write atomically (never a half-written PNG) and close a figure."""
     fig.tight_layout()
     with artifacts.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def plot_confusion(path, confusion, labels, title) -> None:
@@ -59,10 +64,7 @@ def plot_confusion(path, confusion, labels, title) -> None:
     ax.set_yticks(range(k), labels, fontsize=7)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true word's clips")
-    fig.tight_layout()
-    with artifacts.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def per_class_table(split_metrics) -> str:

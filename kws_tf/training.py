@@ -11,7 +11,6 @@ import dataclasses
 import datetime
 import json
 import math
-import os
 import platform
 import sys
 import time

@@ -7,44 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-import wave
 
-import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, TINY_WORDS as WORDS
 
-WORDS = ("down", "go", "yes")
-
-
-def _write_wav(path, audio):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    """3 words of tones in the Speech Commands layout: 8 train, 3 val, 3 test clips each."""
-    root = tmp_path_factory.mktemp("tiny_speech_commands")
-    rng = np.random.default_rng(0)
-    t = np.arange(16000) / 16000
-    val, test = [], []
-    for w, word in enumerate(WORDS):
-        for i in range(14):
-            speaker = f"{i:08x}"
-            audio = 0.4 * np.sin(2 * np.pi * (300 + 250 * w) * t * (1 + 0.01 * i))
-            audio += rng.normal(0, 0.05, t.shape)
-            rel = f"{word}/{speaker}_nohash_0.wav"
-            _write_wav(root / rel, audio[: 16000 - 500 * (i % 3)])  # some clips are short
-            (val if i in (8, 9, 10) else test if i >= 11 else []).append(rel)
-    _write_wav(root / "_background_noise_" / "white_noise.wav", rng.normal(0, 0.3, 32000))
-    (root / "validation_list.txt").write_text("\n".join(val) + "\n")
-    (root / "testing_list.txt").write_text("\n".join(test) + "\n")
-    return root
 
 
 def _cli(module, *args, check=True, **kw):

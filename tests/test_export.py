@@ -6,18 +6,8 @@ import pytest
 
 import _small_kws as small
 from kws_tf import artifacts, tflite
-from kws_tf.export import (SavedModelRunner, convert_tflite, export, inference_model,
+from kws_tf.export import (SavedModelRunner, convert_tflite, inference_model,
                            keras_probabilities, main)
-
-
-@pytest.fixture(scope="module")
-def trained(subset_root):
-    return small.trained_run(subset_root)
-
-
-@pytest.fixture(scope="module")
-def exported(subset_root):
-    return small.exported(subset_root)
 
 
 def test_small_model_recognises_words(trained):

@@ -11,16 +11,6 @@ from kws_tf.predict import RecognizeCommands, load_scorer, main, read_clip, stre
 
 
 @pytest.fixture(scope="module")
-def trained(subset_root):
-    return small.trained_run(subset_root)
-
-
-@pytest.fixture(scope="module")
-def exported(subset_root):
-    return small.exported(subset_root)
-
-
-@pytest.fixture(scope="module")
 def models(trained, exported):
     run_dir, _, _ = trained
     out, _ = exported

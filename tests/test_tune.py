@@ -12,11 +12,9 @@ import socket
 import subprocess
 import sys
 import time
-import wave
 
 import keras
 import keras_tuner as kt
-import numpy as np
 import pytest
 
 from conftest import REPO
@@ -153,34 +151,6 @@ def test_mirrored_strategy_wraps_the_fit(tmp_path):
 
 # ----------------------------------------------------------------------------- subprocesses
 TUNE = [sys.executable, str(REPO / "experiments" / "tune.py")]
-
-
-def _write_wav(path, audio):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    """3 words of tones in the Speech Commands layout: 8 train, 3 val, 3 test clips each."""
-    root = tmp_path_factory.mktemp("tiny_speech_commands")
-    rng = np.random.default_rng(0)
-    t = np.arange(16000) / 16000
-    val, test = [], []
-    for w, word in enumerate(("down", "go", "yes")):
-        for i in range(14):
-            audio = 0.4 * np.sin(2 * np.pi * (300 + 250 * w) * t * (1 + 0.01 * i))
-            rel = f"{word}/{i:08x}_nohash_0.wav"
-            _write_wav(root / rel, audio + rng.normal(0, 0.05, t.shape))
-            (val if i in (8, 9, 10) else test if i >= 11 else []).append(rel)
-    _write_wav(root / "_background_noise_" / "white_noise.wav", rng.normal(0, 0.3, 32000))
-    (root / "validation_list.txt").write_text("\n".join(val) + "\n")
-    (root / "testing_list.txt").write_text("\n".join(test) + "\n")
-    return root
 
 
 def _env(**extra):
