@@ -21,6 +21,7 @@ import json
 import math
 import shlex
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -241,11 +242,16 @@ def plot(path: Path, rows: list, title: str) -> None:
         ax.bar_label(b1, fmt="%.0f", fontsize=7, padding=1)
         ax.bar_label(b2, fmt="%.0f", fontsize=7, padding=1)
         ax.set_xticks(x, variants)
-        ax.set(title=f"{rate // 1000} kHz", ylim=(0, 105))
+        ax.set_title(f"{rate // 1000} kHz", loc="right")
+        ax.set_ylim(0, 105)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][-1].legend(loc="lower right", fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    # above the bars, so no bar (study or ours, up to 100 %) is ever hidden behind it
+    axes[0][0].legend(loc="lower left", fontsize=8, ncol=2, bbox_to_anchor=(0.0, 1.0),
+                      frameon=False)
+    width_chars = 70 * len(rates) + 20
+    fig.suptitle("\n".join(textwrap.fill(line, width_chars) for line in title.split("\n")),
+                 fontsize=10)
     reports.save_figure(fig, path)
 
 
