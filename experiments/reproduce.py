@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                    help="XLA-compile the training step (default: the fit path's default)")
+    p.add_argument("--reuse-cpu-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep freed CPU memory in the process instead of page-faulting it back "
+                        "every step (kws_tf/cpu_memory.py; default on)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     try:
@@ -100,7 +103,7 @@ def run_cell(variant: Variant, rate: int, data, args, output: Path) -> dict:
     folder = output / "cells" / cell_name(variant.name, rate)
     cell_variant, epochs = cell_recipe(variant, args.epochs_scale)
     config = FitConfig(sample_rate=rate, epochs=epochs, seed=args.seed,
-                       verbose=0 if args.quiet else 1)
+                       reuse_cpu_memory=args.reuse_cpu_memory, verbose=0 if args.quiet else 1)
     if args.jit_compile is not None:
         config.jit_compile = args.jit_compile
     resumed = (folder / "checkpoints" / "state.json").exists()
@@ -298,7 +301,10 @@ def main(argv=None, load_data=None) -> int:
     """``load_data(root, rate) -> TrainingData`` can be swapped (tests use in-memory data)."""
     args = parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
+    from kws_tf.cpu_memory import reuse_cpu_memory
     from kws_tf.training import check_output_dir
+
+    reuse_cpu_memory(args.reuse_cpu_memory)  # before TensorFlow allocates anything
 
     output = Path(args.output)
     check_output_dir(output)

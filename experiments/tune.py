@@ -157,11 +157,12 @@ class KwsHyperModel(kt.HyperModel):
 
     def __init__(self, data: DataSource, epochs: int = 10, patience: int = 3, seed: int = 0,
                  width: float = 1.0, strategy=None, jit_compile: bool = False,
-                 verbose: int = 0):
+                 verbose: int = 0, reuse_cpu_memory: bool = True):
         super().__init__(name="kws_gru")
         self.data, self.epochs, self.patience, self.seed = data, epochs, patience, seed
         self.width, self.strategy, self.jit_compile, self.verbose = (
             width, strategy, jit_compile, verbose)
+        self.reuse_cpu_memory = reuse_cpu_memory
 
     def build(self, hp):
         values = declare(hp)
@@ -186,7 +187,7 @@ class KwsHyperModel(kt.HyperModel):
         data = self.data.get(point["sample_rate"])
         config = FitConfig(sample_rate=point["sample_rate"], seed=self.seed,
                            early_stopping=self.patience, jit_compile=self.jit_compile,
-                           verbose=self.verbose)
+                           reuse_cpu_memory=self.reuse_cpu_memory, verbose=self.verbose)
         tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
         print(f"trial {trial_id} on {tuner_id}: {variant.describe()} at "
               f"{point['sample_rate']} Hz", flush=True)
@@ -300,7 +301,8 @@ def make_tuner(args, data: DataSource, strategy=None) -> KwsTuner:
                          args.seed, study_points(rates))
     hypermodel = KwsHyperModel(data, epochs=args.epochs, patience=args.patience,
                                seed=args.seed, width=args.width, strategy=strategy,
-                               jit_compile=bool(args.jit_compile), verbose=int(args.verbose))
+                               jit_compile=bool(args.jit_compile), verbose=int(args.verbose),
+                               reuse_cpu_memory=args.reuse_cpu_memory)
     return KwsTuner(oracle=oracle, hypermodel=hypermodel, directory=args.directory,
                     project_name=args.project_name, overwrite=False,
                     distribution_strategy=strategy)
@@ -406,7 +408,8 @@ def export_best(tuner, data: DataSource, args):
                                   width=args.width)
     rate = int(values["sample_rate"])
     config = FitConfig(sample_rate=rate, seed=args.seed, early_stopping=args.patience,
-                       jit_compile=bool(args.jit_compile), verbose=int(args.verbose))
+                       jit_compile=bool(args.jit_compile), verbose=int(args.verbose),
+                       reuse_cpu_memory=args.reuse_cpu_memory)
     print(f"Retraining the best trial {trial.trial_id} into {args.export_best}")
     return fit(variant, data.get(rate), config, output=args.export_best, resume=True,
                extra_config={"experiment": "tune --export-best", "trial_id": trial.trial_id,
@@ -440,6 +443,9 @@ def parse_args(argv=None):
                    help="'mirrored': tf.distribute.MirroredStrategy over this machine's devices")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the training step")
+    p.add_argument("--reuse-cpu-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep freed CPU memory in the process instead of page-faulting it back "
+                        "every step (kws_tf/cpu_memory.py; default on)")
     p.add_argument("--width", type=float, default=1.0,
                    help="scale channels and GRU units (smoke tests only; default 1)")
     p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
@@ -479,6 +485,9 @@ def hold_lock(project: Path):
 def main(argv=None, load_data=None) -> int:
     """``load_data(root, rate) -> TrainingData`` can be swapped (tests use in-memory data)."""
     args = parse_args(argv)
+    from kws_tf.cpu_memory import reuse_cpu_memory
+
+    reuse_cpu_memory(args.reuse_cpu_memory)  # before TensorFlow allocates anything
     who = role()
     if who != "worker":  # the process that holds the oracle: one per search
         lock = hold_lock(Path(args.directory) / args.project_name)  # noqa: F841

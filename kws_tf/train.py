@@ -44,6 +44,10 @@ def parse_args(argv=None):
                         "computes the same function faster under XLA (default on: fastest "
                         "measured on CPU; the first epoch pays a compile of ~30-60 s)")
     p.add_argument("--mixed-precision", action="store_true", help="bfloat16 mixed precision")
+    p.add_argument("--reuse-cpu-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep freed CPU memory in the process (TensorFlow's BFC allocator, no "
+                        "glibc mmap) instead of page-faulting ~1 GB back in every step; same "
+                        "results, ~2x faster BatchNorm/pooling on CPU (default on)")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap batches per epoch (smoke tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -57,6 +61,9 @@ def main(argv=None) -> int:
     from .variants import get_variant
 
     variant = get_variant(args.variant)  # fail fast, before TensorFlow loads data
+    from .cpu_memory import reuse_cpu_memory
+
+    reuse_cpu_memory(args.reuse_cpu_memory)  # before TensorFlow allocates anything
     from .data import resolve_data
     from .training import FitConfig, check_output_dir, default_output, fit, load_training_data
     from pathlib import Path
@@ -68,6 +75,7 @@ def main(argv=None) -> int:
     config = FitConfig(sample_rate=args.sample_rate, epochs=args.epochs,
                        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                        augment=args.augment, mixed_precision=args.mixed_precision,
+                       reuse_cpu_memory=args.reuse_cpu_memory,
                        max_steps_per_epoch=args.max_steps_per_epoch,
                        verbose=0 if args.quiet else 1)
     if args.jit_compile is not None:

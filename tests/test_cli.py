@@ -38,6 +38,8 @@ def test_train_then_evaluate(tiny_root, tmp_path):
     assert metrics["testing"]["clips"] == 9 and metrics["validation"]["clips"] == 9
     config = json.loads((out / "config.json").read_text())
     assert config["sample_rate"] == 8000 and config["overrides"] == {"batch_size": 8, "epochs": 2}
+    assert config["cpu_memory"]["reuse_cpu_memory"] is True  # the default, recorded
+    assert config["fit_config"]["reuse_cpu_memory"] is True
 
     ev = tmp_path / "eval"
     proc = _cli("kws_tf.evaluate", out / "model.keras", "--data", tiny_root, "--output", ev)

@@ -1,0 +1,54 @@
+"""Keep freed CPU memory in the process instead of page-faulting it back in every step.
+
+Block 1 of these models makes (batch, 5307, 128) float32 activations: at batch 100 each is
+272 MB, and one training step allocates and frees several.  With TensorFlow's default CPU
+allocator (plain malloc) glibc serves blocks that big with fresh ``mmap`` pages and unmaps
+them on free, so every step page-faults and zero-fills about a gigabyte.  On the 2-core VMs
+measured (benchmarks/README.md) that doubled the cost of the memory-bound layers (BatchNorm,
+pooling) and cost PyTorch just as much.  Two switches keep the memory instead:
+
+* TensorFlow's BFC allocator for CPU tensors (``TF_CPU_ALLOCATOR_USE_BFC``).  TensorFlow
+  reads it when it allocates its first tensor, so this must run before any data is loaded;
+  the training, reproduction and tuning CLIs call it first thing.
+* glibc told never to serve big blocks with ``mmap`` nor to trim its heap (``mallopt``), for
+  the buffers TensorFlow does not allocate itself (oneDNN and XLA scratch).  Takes effect at
+  once, for later allocations.
+
+The cost: memory freed after the peak stays with the process (peak RSS itself is the same).
+Nothing here changes what is computed.  Turn it off with ``--no-reuse-cpu-memory``, or set
+``TF_CPU_ALLOCATOR_USE_BFC=false`` yourself (an explicit setting is never overridden).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+BFC_ENV = "TF_CPU_ALLOCATOR_USE_BFC"
+# glibc's mallopt parameter numbers (malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+_applied: dict = {}
+
+
+def _glibc():
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def reuse_cpu_memory(enable: bool = True) -> dict:
+    """Apply both switches (see the module doc); returns what is in effect, for config.json."""
+    if not enable:
+        return {"reuse_cpu_memory": False, BFC_ENV: os.environ.get(BFC_ENV)}
+    os.environ.setdefault(BFC_ENV, "true")
+    if "glibc_mallopt" not in _applied:
+        libc = _glibc()
+        ok = bool(libc) and bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(
+            libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1)))
+        _applied["glibc_mallopt"] = ok
+    return {"reuse_cpu_memory": True, BFC_ENV: os.environ[BFC_ENV],
+            "glibc_mallopt": _applied["glibc_mallopt"]}
