@@ -28,26 +28,37 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # The fit-path settings this benchmark recommends (keras-tf-opt), see README.md.
 OPT = {"fast": True, "jit_compile": True}
+TF = {"KERAS_BACKEND": "tensorflow"}
+# kws_tf.cpu_memory.reuse_cpu_memory(), which the fit path calls by default.
+REUSE = {**TF, "KWS_REUSE_CPU_MEMORY": "1"}
+# The same glibc half of it for PyTorch (which has no BFC switch): never serve big blocks with
+# mmap, never trim.  Not PyTorch's default; shown so the comparison is fair both ways.
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
 
 # column -> (worker framework, extra env, trainer options)
 COLUMNS = {
-    "keras-tf": ("keras", {"KERAS_BACKEND": "tensorflow"}, {}),
-    "keras-tf-opt": ("keras", {"KERAS_BACKEND": "tensorflow"}, OPT),
+    "keras-tf": ("keras", TF, {}),
+    "keras-tf-opt": ("keras", REUSE, OPT),
     "torch": ("torch", {}, {}),
+    "torch-malloc": ("torch", MALLOC_ENV, {}),
     "keras-torch": ("keras", {"KERAS_BACKEND": "torch"}, {}),
 }
 ABLATIONS = {
-    "tf plain": ("keras", {"KERAS_BACKEND": "tensorflow"}, {}),
-    "tf jit": ("keras", {"KERAS_BACKEND": "tensorflow"}, {"jit_compile": True}),
-    "tf fast": ("keras", {"KERAS_BACKEND": "tensorflow"}, {"fast": True}),
-    "tf fast+jit": ("keras", {"KERAS_BACKEND": "tensorflow"}, OPT),
-    "tf fast+jit spe=2": ("keras", {"KERAS_BACKEND": "tensorflow"},
-                          {**OPT, "steps_per_execution": 2}),
-    "tf fast+jit inter_op=1": ("keras", {"KERAS_BACKEND": "tensorflow",
-                                         "KWS_INTER_OP_THREADS": "1"}, OPT),
-    "tf fast+jit bf16": ("keras", {"KERAS_BACKEND": "tensorflow"},
-                         {**OPT, "mixed_precision": "mixed_bfloat16"}),
+    "tf plain": ("keras", TF, {}),
+    "tf jit": ("keras", TF, {"jit_compile": True}),
+    "tf fast": ("keras", TF, {"fast": True}),
+    "tf fast+jit": ("keras", TF, OPT),
+    "tf fast+jit spe=2": ("keras", TF, {**OPT, "steps_per_execution": 2}),
+    "tf fast+jit inter_op=1": ("keras", {**TF, "KWS_INTER_OP_THREADS": "1"}, OPT),
+    "tf fast+jit bf16": ("keras", TF, {**OPT, "mixed_precision": "mixed_bfloat16"}),
+    # Allocation: block 1's 272 MB activations are malloc'd per step; glibc serves them with
+    # fresh mmap pages, so every step page-faults ~1 GB of zeroed memory (cpu_memory.py).
+    "tf fast+jit bfc": ("keras", {**TF, "TF_CPU_ALLOCATOR_USE_BFC": "true"}, OPT),
+    "tf fast+jit malloc": ("keras", {**TF, **MALLOC_ENV}, OPT),
+    "tf fast+jit reuse-mem": ("keras", REUSE, OPT),
+    "tf plain reuse-mem": ("keras", REUSE, {}),
     "torch": ("torch", {}, {}),
+    "torch malloc": ("torch", MALLOC_ENV, {}),
 }
 
 
@@ -321,7 +332,7 @@ def main(argv=None):
         # keras-torch is the slowest column and not the comparison --quick is for; add it
         # back with --columns keras-tf,keras-tf-opt,torch,keras-torch.
         configs, steps = [("gru4", 16000)], args.steps or 1
-        columns = {k: COLUMNS[k] for k in ("keras-tf", "keras-tf-opt", "torch")}
+        columns = {k: COLUMNS[k] for k in ("keras-tf", "keras-tf-opt", "torch", "torch-malloc")}
     else:
         configs = [(v, int(r)) for v in args.variants.split(",") for r in args.rates.split(",")]
         steps = args.steps or 2
