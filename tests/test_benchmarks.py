@@ -156,3 +156,28 @@ def test_gpu_script_cpu_fallback_without_tensorflow(tmp_path):
     assert {"keras-torch fp32", "torch fp32"} <= set(cols)
     for name in ("keras-torch fp32", "torch fp32"):
         assert cols[name]["clips_per_s"] > 0 and cols[name]["epoch_s"] > 0
+
+
+def test_profile_blocks_differentiates_every_prefix(capsys):
+    """The block profile's prefixes get real gradients (a plain sum loss or tf.function
+    arguments would hand back None or all-equal gradients) and its stages add up."""
+    import tensorflow as tf
+
+    from benchmarks import profile_blocks
+
+    model = build_model("gru6", 8000, fast=True)
+    sub = keras.Model(model.input, model.get_layer("block1_bn").output)
+    step = profile_blocks.make_step(sub, jit=False, batch=2)
+    grads = step(tf.random.uniform((2, 8000), -1, 1, seed=0))
+    assert len(grads) == len(sub.trainable_variables) == 4  # conv kernel, bias; BN gamma, beta
+    for g in grads:
+        assert g is not None and float(tf.reduce_max(tf.abs(g))) > 0
+    # beta's gradient under a plain sum would be the batch*time count for every channel
+    assert float(tf.math.reduce_std(grads[-1])) > 0
+
+    rows = profile_blocks.main(["--variant", "gru6", "--sample-rate", "8000", "--batch", "2",
+                                "--repeats", "1", "--no-jit", "--no-reuse-cpu-memory"])
+    assert [r[0] for r in rows] == ["block1 conv", "block1 BatchNorm", "block1 pool+ReLU",
+                                    "block2", "GRU + classifier"]
+    assert sum(r[2] for r in rows) == pytest.approx(rows[-1][1])
+    assert "clips/s" in capsys.readouterr().out
