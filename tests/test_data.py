@@ -75,7 +75,7 @@ def q16(x):
 
 # ------------------------------------------------------------------------------- splits
 def test_official_split_semantics(tmp_path):
-    root = layout(tmp_path, {
+    layout(tmp_path, {
         "yes/b_nohash_0.wav": tone(300), "yes/a_nohash_0.wav": tone(310), "yes/c_nohash_0.wav": tone(320),
         "no/a_nohash_0.wav": tone(400), "no/b_nohash_1.wav": tone(410),
         "_background_noise_/white.wav": tone(50),  # not a word
