@@ -21,6 +21,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kws_tf.cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory  # noqa: E402
+
 
 def make_step(sub, jit, batch):
     import numpy as np
@@ -48,10 +50,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--plain", action="store_true", help="build_model(fast=False)")
     p.add_argument("--no-jit", action="store_true", help="tf.function without XLA")
-    p.add_argument("--reuse-cpu-memory", action=argparse.BooleanOptionalAction, default=True)
+    add_reuse_cpu_memory_flag(p)
     args = p.parse_args(argv)
-
-    from kws_tf.cpu_memory import reuse_cpu_memory
 
     reuse_cpu_memory(args.reuse_cpu_memory)  # before TensorFlow allocates anything
     import keras
@@ -63,8 +63,9 @@ def main(argv=None):
 
     info = cpu_peak()
     print(f"CPU: {info['model_name']} (family {info['family']} model {info['model']}), "
-          f"{info['cores']} cores, fp32 peak {info['peak_gflops_fp32']} GFLOP/s; {args.variant}@{args.sample_rate // 1000}kHz batch "
-          f"{args.batch}, {'plain' if args.plain else 'fast'} build, "
+          f"{info['cores']} cores, fp32 peak {info['peak_gflops_fp32']} GFLOP/s; "
+          f"{args.variant}@{args.sample_rate // 1000}kHz batch {args.batch}, "
+          f"{'plain' if args.plain else 'fast'} build, "
           f"{'no XLA' if args.no_jit else 'XLA'}, reuse_cpu_memory={args.reuse_cpu_memory}")
     model = build_model(args.variant, args.sample_rate, fast=not args.plain)
     n_blocks = sum(1 for layer in model.layers if layer.name.endswith("_conv"))
@@ -88,8 +89,8 @@ def main(argv=None):
             times.append(time.perf_counter() - t0)
         total = statistics.median(times)
         rows.append((label, total, total - previous))
-        print(f"  up to {label:<18} {total * 1000:8.0f} ms  (this stage {(total - previous) * 1000:6.0f} ms)",
-              flush=True)
+        print(f"  up to {label:<18} {total * 1000:8.0f} ms  "
+              f"(this stage {(total - previous) * 1000:6.0f} ms)", flush=True)
         previous = total
     full = rows[-1][1]
     print(f"\n{'stage':<20}{'ms / batch':>12}{'share':>8}")

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from kws_tf.cpu_memory import GLIBC_ENV
+
 from . import common
 from .torch_reference import forward_macs
 
@@ -33,7 +35,7 @@ TF = {"KERAS_BACKEND": "tensorflow"}
 REUSE = {**TF, "KWS_REUSE_CPU_MEMORY": "1"}
 # The same glibc half of it for PyTorch (which has no BFC switch): never serve big blocks with
 # mmap, never trim.  Not PyTorch's default; shown so the comparison is fair both ways.
-MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+MALLOC_ENV = GLIBC_ENV
 
 # column -> (worker framework, extra env, trainer options)
 COLUMNS = {

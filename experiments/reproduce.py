@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from kws_tf import artifacts, reports
+from kws_tf.cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory
 from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant, get_variant
 
 CELL_RECORD = "cell.json"
@@ -52,9 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                    help="XLA-compile the training step (default: the fit path's default)")
-    p.add_argument("--reuse-cpu-memory", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep freed CPU memory in the process instead of page-faulting it back "
-                        "every step (kws_tf/cpu_memory.py; default on)")
+    add_reuse_cpu_memory_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     try:
@@ -301,7 +300,6 @@ def main(argv=None, load_data=None) -> int:
     """``load_data(root, rate) -> TrainingData`` can be swapped (tests use in-memory data)."""
     args = parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
-    from kws_tf.cpu_memory import reuse_cpu_memory
     from kws_tf.training import check_output_dir
 
     reuse_cpu_memory(args.reuse_cpu_memory)  # before TensorFlow allocates anything

@@ -28,6 +28,7 @@ import keras
 import keras_tuner as kt
 
 from kws_tf import artifacts, reports
+from kws_tf.cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory
 from kws_tf.models import build_model
 from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant
 
@@ -443,9 +444,7 @@ def parse_args(argv=None):
                    help="'mirrored': tf.distribute.MirroredStrategy over this machine's devices")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the training step")
-    p.add_argument("--reuse-cpu-memory", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep freed CPU memory in the process instead of page-faulting it back "
-                        "every step (kws_tf/cpu_memory.py; default on)")
+    add_reuse_cpu_memory_flag(p)
     p.add_argument("--width", type=float, default=1.0,
                    help="scale channels and GRU units (smoke tests only; default 1)")
     p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
@@ -485,8 +484,6 @@ def hold_lock(project: Path):
 def main(argv=None, load_data=None) -> int:
     """``load_data(root, rate) -> TrainingData`` can be swapped (tests use in-memory data)."""
     args = parse_args(argv)
-    from kws_tf.cpu_memory import reuse_cpu_memory
-
     reuse_cpu_memory(args.reuse_cpu_memory)  # before TensorFlow allocates anything
     who = role()
     if who != "worker":  # the process that holds the oracle: one per search

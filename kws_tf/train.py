@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from . import cli
+from .cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory
 
 
 def parse_args(argv=None):
@@ -44,10 +45,7 @@ def parse_args(argv=None):
                         "computes the same function faster under XLA (default on: fastest "
                         "measured on CPU; the first epoch pays a compile of ~30-60 s)")
     p.add_argument("--mixed-precision", action="store_true", help="bfloat16 mixed precision")
-    p.add_argument("--reuse-cpu-memory", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep freed CPU memory in the process (TensorFlow's BFC allocator, no "
-                        "glibc mmap) instead of page-faulting ~1 GB back in every step; same "
-                        "results, ~2x faster BatchNorm/pooling on CPU (default on)")
+    add_reuse_cpu_memory_flag(p)
     p.add_argument("--max-steps-per-epoch", type=int, help="cap batches per epoch (smoke tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -61,8 +59,6 @@ def main(argv=None) -> int:
     from .variants import get_variant
 
     variant = get_variant(args.variant)  # fail fast, before TensorFlow loads data
-    from .cpu_memory import reuse_cpu_memory
-
     reuse_cpu_memory(args.reuse_cpu_memory)  # before TensorFlow allocates anything
     from .data import resolve_data
     from .training import FitConfig, check_output_dir, default_output, fit, load_training_data
