@@ -25,7 +25,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from kws_tf import artifacts, reports
+from kws_tf import artifacts, cli, reports
 from kws_tf.cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory
 from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant, get_variant
 
@@ -40,9 +40,7 @@ def parse_args(argv=None):
                    help=f"comma-separated variant keys (default: all, {','.join(VARIANTS)})")
     p.add_argument("--rates", default="8000,16000",
                    help="comma-separated sample rates, 8000 and/or 16000 (default both)")
-    p.add_argument("--data", default=None,
-                   help="dataset folder (Speech Commands layout), or 'synthetic'; default: the "
-                        "downloaded full dataset")
+    cli.add_data_args(p)
     p.add_argument("--epochs-scale", type=float, default=1.0,
                    help="multiply every recipe's epochs (and gru2's StepLR step) by this, "
                         "rounded, at least 1; 1 = the study's recipes (default)")
@@ -325,7 +323,8 @@ def main(argv=None, load_data=None) -> int:
             from kws_tf.training import load_training_data
 
             root = resolve_data(args.data)
-            load_data = lambda rate: load_training_data(root, rate)  # noqa: E731
+            load_data = lambda rate: load_training_data(  # noqa: E731
+                root, rate, on_error=args.on_error, cache_dir=args.cache_dir)
             print(f"Data: {root}")
         else:
             loader = load_data
@@ -352,6 +351,4 @@ def _cli_main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from kws_tf import cli
-
     sys.exit(cli.run(_cli_main))

@@ -27,8 +27,9 @@ from pathlib import Path
 import keras
 import keras_tuner as kt
 
-from kws_tf import artifacts, reports
+from kws_tf import artifacts, cli, reports
 from kws_tf.cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory
+from kws_tf.distribute import add_strategy_flag
 from kws_tf.models import build_model
 from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant
 
@@ -113,8 +114,9 @@ def variant_from_values(values: dict, epochs: int, name: str = "tuned",
 class DataSource:
     """Labels without decoding audio, and the decoded splits once per sample rate."""
 
-    def __init__(self, root, loader=None, labels=None):
+    def __init__(self, root, loader=None, labels=None, **load_options):
         self.root, self._loader, self._labels, self._cache = root, loader, labels, {}
+        self.load_options = load_options  # on_error, cache_dir
 
     @property
     def labels(self) -> list:
@@ -133,7 +135,7 @@ class DataSource:
                 from kws_tf.training import load_training_data
 
                 print(f"Loading data at {rate} Hz from {self.root}", flush=True)
-                self._cache[rate] = load_training_data(self.root, rate)
+                self._cache[rate] = load_training_data(self.root, rate, **self.load_options)
             else:
                 self._cache[rate] = self._loader(self.root, rate)
         return self._cache[rate]
@@ -157,7 +159,7 @@ class KwsHyperModel(kt.HyperModel):
     """The study's model family over the study's axes; ``fit`` is ``kws_tf.training.fit``."""
 
     def __init__(self, data: DataSource, epochs: int = 10, patience: int = 3, seed: int = 0,
-                 width: float = 1.0, strategy=None, jit_compile: bool = False,
+                 width: float = 1.0, strategy: str = "none", jit_compile: bool = False,
                  verbose: int = 0, reuse_cpu_memory: bool = True):
         super().__init__(name="kws_gru")
         self.data, self.epochs, self.patience, self.seed = data, epochs, patience, seed
@@ -188,18 +190,17 @@ class KwsHyperModel(kt.HyperModel):
         data = self.data.get(point["sample_rate"])
         config = FitConfig(sample_rate=point["sample_rate"], seed=self.seed,
                            early_stopping=self.patience, jit_compile=self.jit_compile,
-                           reuse_cpu_memory=self.reuse_cpu_memory, verbose=self.verbose)
+                           reuse_cpu_memory=self.reuse_cpu_memory, verbose=self.verbose,
+                           strategy=self.strategy)
         tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
         print(f"trial {trial_id} on {tuner_id}: {variant.describe()} at "
               f"{point['sample_rate']} Hz", flush=True)
         start = time.perf_counter()
         try:
-            with _maybe_scope(self.strategy):
-                run = kws_fit(variant, data, config, output=output, resume=True,
-                              callbacks=callbacks,
-                              extra_config={"experiment": "tune", "trial_id": trial_id,
-                                            "tuner_id": tuner_id, "hyperparameters": values,
-                                            "warm_start": str(warm_start) if warm_start else None})
+            run = kws_fit(variant, data, config, output=output, resume=True, callbacks=callbacks,
+                          extra_config={"experiment": "tune", "trial_id": trial_id,
+                                        "tuner_id": tuner_id, "hyperparameters": values,
+                                        "warm_start": str(warm_start) if warm_start else None})
         except TrainingError as e:  # diverged: a result of the search, not a crash to retry
             raise kt.errors.FailedTrialError(str(e)) from e
         seconds = time.perf_counter() - start
@@ -212,12 +213,6 @@ class KwsHyperModel(kt.HyperModel):
         if not all(math.isfinite(float(x)) for x in metrics.values()):
             raise kt.errors.FailedTrialError(f"non-finite metrics {metrics}")
         return metrics
-
-
-def _maybe_scope(strategy):
-    import contextlib
-
-    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 def _load_weights(path):
@@ -296,17 +291,16 @@ class KwsTuner(kt.Tuner):
         return super().run_trial(trial, *args, **kwargs)
 
 
-def make_tuner(args, data: DataSource, strategy=None) -> KwsTuner:
+def make_tuner(args, data: DataSource) -> KwsTuner:
     rates = [int(r) for r in args.study_rates] if args.study_rates else []
     oracle = make_oracle(args.algorithm, args.objective, args.max_trials, args.epochs,
                          args.seed, study_points(rates))
     hypermodel = KwsHyperModel(data, epochs=args.epochs, patience=args.patience,
-                               seed=args.seed, width=args.width, strategy=strategy,
+                               seed=args.seed, width=args.width, strategy=args.strategy,
                                jit_compile=bool(args.jit_compile), verbose=int(args.verbose),
                                reuse_cpu_memory=args.reuse_cpu_memory)
     return KwsTuner(oracle=oracle, hypermodel=hypermodel, directory=args.directory,
-                    project_name=args.project_name, overwrite=False,
-                    distribution_strategy=strategy)
+                    project_name=args.project_name, overwrite=False)
 
 
 # ----------------------------------------------------------------------------- reports
@@ -432,16 +426,14 @@ def parse_args(argv=None):
                    help="early stopping: epochs without a lower val_loss (default 3)")
     p.add_argument("--directory", default="runs/tune", help="search folder (default runs/tune)")
     p.add_argument("--project-name", default="kws", help="search name inside --directory")
-    p.add_argument("--data", default=None,
-                   help="dataset folder (Speech Commands layout), or 'synthetic'; default: the "
-                        "downloaded full dataset")
+    cli.add_data_args(p)
     p.add_argument("--study-rates", default="16000",
                    help="enqueue the six study variants first at these rates, comma-separated "
                         "(default 16000; 'none' to start from random points)")
     p.add_argument("--export-best", metavar="RUN_FOLDER",
                    help="after the search, retrain the best trial into this run folder")
-    p.add_argument("--strategy", choices=("none", "mirrored"), default="none",
-                   help="'mirrored': tf.distribute.MirroredStrategy over this machine's devices")
+    # Trials spread over processes with keras-tuner's chief/workers; within one: mirrored.
+    add_strategy_flag(p, choices=("none", "mirrored"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the training step")
     add_reuse_cpu_memory_flag(p)
@@ -491,16 +483,11 @@ def main(argv=None, load_data=None) -> int:
     if load_data is None:
         from kws_tf.data import resolve_data
 
-        data = DataSource(resolve_data(args.data))
+        data = DataSource(resolve_data(args.data), on_error=args.on_error,
+                          cache_dir=args.cache_dir)
     else:
         data = DataSource(args.data, loader=load_data)
-    strategy = None
-    if args.strategy == "mirrored":
-        import tensorflow as tf
-
-        strategy = tf.distribute.MirroredStrategy()
-        print(f"MirroredStrategy over {strategy.num_replicas_in_sync} device(s)")
-    tuner = make_tuner(args, data, strategy)
+    tuner = make_tuner(args, data)
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
     print(f"Search {tuner.project_dir}: {args.algorithm}, objective {args.objective}, "
           f"{who} ({tuner_id})", flush=True)
@@ -531,6 +518,4 @@ def _cli_main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from kws_tf import cli
-
     sys.exit(cli.run(_cli_main))

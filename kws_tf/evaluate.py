@@ -11,10 +11,7 @@ from . import cli
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m kws_tf.evaluate", description=__doc__)
     p.add_argument("model", help="a model.keras written by kws_tf.train")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="a corrupt or unreadable clip stops the run (raise, default) or is left "
-                        "out with a warning naming it (skip)")
-    p.add_argument("--data", default=None, help="dataset folder, or 'synthetic'")
+    cli.add_data_args(p)
     p.add_argument("--split", default="testing", choices=("training", "validation", "testing"))
     p.add_argument("--output", help="folder for metrics.json and confusion_matrix.png")
     p.add_argument("--batch-size", type=int, default=100)
@@ -28,7 +25,7 @@ def main(argv=None) -> int:
     root = resolve_data(args.data)
     # Decode the data at the model's own rate (8 kHz models get the study's resampler).
     data = load_training_data(root, info["sample_rate"], splits=(args.split,),
-                              on_error=args.on_error)
+                              on_error=args.on_error, cache_dir=args.cache_dir)
     split = data[args.split]
     # Map the dataset's label indices onto the model's label order by name.
     missing = sorted(set(data.labels) - set(info["labels"]))
@@ -36,7 +33,7 @@ def main(argv=None) -> int:
         raise ValueError(f"the data has words the model does not know: {', '.join(missing)}")
     remap = [info["labels"].index(w) for w in data.labels]
     y = [remap[i] for i in split.labels]
-    metrics = classification_metrics(predict_scores(model, split.audio, args.batch_size), y,
+    metrics = classification_metrics(predict_scores(model, split, args.batch_size), y,
                                      info["labels"])
     print(reports.per_class_table(metrics))
     print(f"{args.split}: accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}  "

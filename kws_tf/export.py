@@ -277,39 +277,38 @@ def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarr
 # ----------------------------------------------------------------------------- data
 def load_export_data(root, labels: Sequence[str], sample_rate: int, split: str = "validation",
                      calibration_clips: int = 200, eval_clips: int = 1000,
-                     seed: int = 0) -> ExportData:
+                     seed: int = 0, cache_dir=None, on_error: str = "raise") -> ExportData:
     """Seeded samples of real clips: calibration from the training split, evaluation from ``split``.
 
-    Clips of words the model does not know are left out.  Decoded exactly like training
-    (``kws_tf.data.decode_clip``: 16 kHz int16, padded/cropped to 1 s, resampled for 8 kHz).
+    Clips of words the model does not know are left out.  Read from the decoded cache (built on
+    first use) exactly like training: 16 kHz int16, padded/cropped to 1 s, resampled for 8 kHz.
     """
-    from .data import load_splits
-    from .data.audio import clip_int16, resample
+    from .data import open_decoded, stream_batches
 
-    _, splits = load_splits(root)
+    decoded = open_decoded(root, cache_dir=cache_dir, on_error=on_error)
     known = {w: i for i, w in enumerate(labels)}
     rng = np.random.default_rng(seed)
 
-    def pick(files, n):
-        files = [f for f in files if f.split("/")[0] in known]
-        if n and len(files) > n:
-            files = [files[i] for i in sorted(rng.choice(len(files), n, replace=False))]
-        return files
+    def pick(part, n):
+        rows = [i for i, f in enumerate(part.files) if f.split("/")[0] in known]
+        if n and len(rows) > n:
+            rows = [rows[i] for i in sorted(rng.choice(len(rows), n, replace=False))]
+        return np.asarray(rows, np.int64)
 
-    def decode(files):
-        if not files:
+    def decode(part, rows):
+        if not len(rows):
             return np.zeros((0, sample_rate), np.float32)
-        clips = np.stack([clip_int16(Path(root) / f) for f in files]) / np.float32(32768.0)
-        return np.concatenate([resample(clips[i:i + 256], 16000, sample_rate)
-                               for i in range(0, len(clips), 256)]).astype(np.float32)
+        return np.concatenate([x for x, _ in stream_batches(part, rows, 256, sample_rate)
+                               .as_numpy_iterator()])
 
-    cal_files = pick(splits["training"], calibration_clips)
-    eval_files = pick(splits[split], eval_clips)
-    if not eval_files:
+    cal_rows = pick(decoded["training"], calibration_clips)
+    eval_rows = pick(decoded[split], eval_clips)
+    if not len(eval_rows):
         raise ValueError(f"{root}: no {split} clips of the model's words "
                          f"({', '.join(list(labels)[:5])}...)")
-    y = np.array([known[f.split("/")[0]] for f in eval_files], np.int64)
-    return ExportData(decode(cal_files), decode(eval_files), y, split, str(root))
+    y = np.array([known[decoded[split].files[i].split("/")[0]] for i in eval_rows], np.int64)
+    return ExportData(decode(decoded["training"], cal_rows), decode(decoded[split], eval_rows),
+                      y, split, str(root))
 
 
 # ----------------------------------------------------------------------------- export
@@ -475,8 +474,8 @@ def main(argv=None) -> int:
                         "comma-separated list allowed; default all). The float32 file is always written: it is the "
                         "reference the quantized ones are measured against")
     p.add_argument("--output", help="output folder (default saved_models/<run name>/)")
-    p.add_argument("--data", help="dataset folder ('synthetic' for the embedded one); default: the "
-                                  "one recorded in the run's config.json")
+    cli.add_data_args(p, data_help="dataset folder ('synthetic' for the embedded one); default: "
+                                   "the one recorded in the run's config.json")
     p.add_argument("--split", default="validation", choices=("validation", "testing"),
                    help="split for the parity checks and the accuracy comparison")
     p.add_argument("--eval-clips", type=int, default=1000, help="at most this many evaluation clips (0 = all)")
@@ -507,7 +506,8 @@ def main(argv=None) -> int:
         _, info = artifacts.load_model(model_path, compile=False)
     root = _data_root(args.data, model_path)
     data = load_export_data(root, info["labels"], int(info["sample_rate"]), args.split,
-                            args.calibration_clips, args.eval_clips)
+                            args.calibration_clips, args.eval_clips, cache_dir=args.cache_dir,
+                            on_error=args.on_error)
     card = export(model_path, args.output, formats, quantize, data, max_drop=args.max_drop)
     bad = [k for k, v in card["exports"].items() if v.get("within_tolerance") is False]
     return 1 if bad else 0

@@ -43,7 +43,7 @@ class WindowMaxPool1D(keras.layers.Layer):
 
 def build_model(variant, sample_rate: int = 16000, num_classes: int = NUM_CLASSES,
                 input_rate: int | None = None, name: str | None = None,
-                fast: bool = False) -> keras.Model:
+                fast: bool = False, sync_batchnorm: bool = False) -> keras.Model:
     """Build ``variant`` ("gru1" ... "gru6" or a ``Variant``) for audio at ``sample_rate``.
 
     The model maps (batch, sample_rate) float audio in [-1, 1] to (batch, num_classes) scores:
@@ -54,6 +54,9 @@ def build_model(variant, sample_rate: int = 16000, num_classes: int = NUM_CLASSE
     XLA (``compile(jit_compile=True)``; see benchmarks/README.md): each block pools before its
     ReLU (max-pool and ReLU commute exactly) and pools with ``WindowMaxPool1D``.  Weights,
     their names and shapes are identical, so checkpoints load into either build.
+
+    ``sync_batchnorm=True`` (for tf.distribute) normalises with the statistics of the global
+    batch, not each replica's share, so a batch split over devices trains like one device.
     """
     v = get_variant(variant)
     sample_rate = int(sample_rate)
@@ -73,7 +76,8 @@ def build_model(variant, sample_rate: int = 16000, num_classes: int = NUM_CLASSE
         # "valid" padding and BatchNorm(momentum 0.9, eps 1e-5) match PyTorch's defaults.
         x = keras.layers.Conv1D(channels, kernel, strides=stride, padding="valid",
                                 name=f"block{i}_conv")(x)
-        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"block{i}_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"block{i}_bn",
+                                            synchronized=sync_batchnorm)(x)
         if fast:
             x = WindowMaxPool1D(v.pool_size, name=f"block{i}_pool")(x)
             x = keras.layers.ReLU(name=f"block{i}_relu")(x)

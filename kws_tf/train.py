@@ -12,6 +12,7 @@ import sys
 
 from . import cli
 from .cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory
+from .distribute import add_strategy_flag, make_strategy
 
 
 def parse_args(argv=None):
@@ -25,12 +26,7 @@ def parse_args(argv=None):
     p.add_argument("variant", help=f"one of {', '.join(VARIANTS)}")
     p.add_argument("--sample-rate", type=int, default=16000, choices=(16000, 8000),
                    help="model input rate; 8000 resamples the data like the study (default 16000)")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="a corrupt or unreadable clip stops the run (raise, default) or is left "
-                        "out with a warning naming it (skip)")
-    p.add_argument("--data", default=None,
-                   help="dataset folder (Speech Commands layout), or 'synthetic' for the embedded "
-                        "eSpeak dataset; default: the downloaded full dataset")
+    cli.add_data_args(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
@@ -46,6 +42,7 @@ def parse_args(argv=None):
                         "measured on CPU; the first epoch pays a compile of ~30-60 s)")
     p.add_argument("--mixed-precision", action="store_true", help="bfloat16 mixed precision")
     add_reuse_cpu_memory_flag(p)
+    add_strategy_flag(p)
     p.add_argument("--max-steps-per-epoch", type=int, help="cap batches per epoch (smoke tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -60,6 +57,7 @@ def main(argv=None) -> int:
 
     variant = get_variant(args.variant)  # fail fast, before TensorFlow loads data
     reuse_cpu_memory(args.reuse_cpu_memory)  # before TensorFlow allocates anything
+    make_strategy(args.strategy)  # multiworker: before TensorFlow runs anything
     from .data import resolve_data
     from .training import FitConfig, check_output_dir, default_output, fit, load_training_data
     from pathlib import Path
@@ -72,11 +70,12 @@ def main(argv=None) -> int:
                        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                        augment=args.augment, mixed_precision=args.mixed_precision,
                        reuse_cpu_memory=args.reuse_cpu_memory,
-                       max_steps_per_epoch=args.max_steps_per_epoch,
+                       max_steps_per_epoch=args.max_steps_per_epoch, strategy=args.strategy,
                        verbose=0 if args.quiet else 1)
     if args.jit_compile is not None:
         config.jit_compile = args.jit_compile
-    data = load_training_data(root, args.sample_rate, on_error=args.on_error)
+    data = load_training_data(root, args.sample_rate, on_error=args.on_error,
+                              cache_dir=args.cache_dir)
     run = fit(variant, data, config, output=output, resume=args.resume)
     from .reports import summary
 

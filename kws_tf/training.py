@@ -13,6 +13,7 @@ import json
 import math
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -55,6 +56,11 @@ class FitConfig:
     early_stopping: Optional[int] = None
     # Cap on training batches per epoch: for smoke tests and quick looks, not for results.
     max_steps_per_epoch: Optional[int] = None
+    # tf.distribute: "none", "mirrored" or "multiworker" (kws_tf.distribute).
+    strategy: str = "none"
+    # 8 kHz from the 16 kHz cache: resample inside the model's step (True), in the input
+    # pipeline (False), or None: inside the step when there is a GPU.  Same numbers either way.
+    resample_on_device: Optional[bool] = None
     verbose: int = 1
 
     def recipe(self, variant: Variant) -> dict:
@@ -90,61 +96,74 @@ class Run:
 # ----------------------------------------------------------------------------- data
 @dataclasses.dataclass
 class SplitArrays:
+    """One split held in memory (tests, small experiments): the decoded cache's in-memory twin."""
+
     audio: np.ndarray  # (n, samples) float32 in [-1, 1], at the model's sample rate
     labels: np.ndarray  # (n,) int32
 
 
 @dataclasses.dataclass
 class TrainingData:
-    """All three splits in memory, at one sample rate; load once, fit many times (tuner)."""
+    """The splits of one dataset for a model at ``sample_rate``.
+
+    Each split is a :class:`kws_tf.data.cache.DecodedSplit` (int16 clips at 16 kHz on disk,
+    read a batch at a time) or a :class:`SplitArrays`; batches are resampled to
+    ``sample_rate`` as they are read.  Opening one costs no memory, so it is cheap to hold one
+    per rate (the tuner, reproduce.py): both read the same 16 kHz cache.
+    """
 
     root: Optional[Path]
     labels: list
     sample_rate: int
-    splits: dict  # split name -> SplitArrays
+    splits: dict  # split name -> DecodedSplit or SplitArrays
 
-    def __getitem__(self, split) -> SplitArrays:
+    def __getitem__(self, split):
         return self.splits[split]
 
 
 def load_training_data(root, sample_rate: int = 16000,
                        splits: Sequence[str] = ("training", "validation", "testing"),
-                       on_error: str = "raise") -> TrainingData:
-    """Decode every clip once (at 16 kHz, resampled with the study's resampler if 8 kHz).
+                       on_error: str = "raise", cache_dir=None, verbose: bool = True) -> TrainingData:
+    """Open the decoded cache of ``root`` (building it on first use) for a model at ``sample_rate``.
 
     ``on_error="skip"`` leaves unreadable clips out (listed in a warning) instead of stopping.
+    ``cache_dir`` moves the cache (default ``$KWS_TF_CACHE/decoded`` or ``~/.cache/kws_tf/decoded``).
     """
-    from . import data as kdata
+    from .data.cache import open_decoded
 
-    labels, _ = kdata.load_splits(root)
-    arrays = {s: SplitArrays(*kdata.load_arrays(root, s, sample_rate=sample_rate,
-                                                on_error=on_error)) for s in splits}
-    return TrainingData(Path(root), labels, int(sample_rate), arrays)
+    decoded = open_decoded(root, cache_dir=cache_dir, on_error=on_error, verbose=verbose)
+    return TrainingData(Path(root), decoded.labels, int(sample_rate),
+                        {s: decoded[s] for s in splits})
 
 
-def _train_batches(split: SplitArrays, batch_size: int, seed: int, epoch: int,
-                   augment: bool, sample_rate: int, root, max_steps: Optional[int]):
+def epoch_order(n: int, seed: int, epoch: int, limit: Optional[int] = None) -> np.ndarray:
+    """The training clips' order in one epoch: a function of (seed, epoch) only."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return order[:limit] if limit else order
+
+
+def _train_batches(split, batch_size: int, seed: int, epoch: int, augment: bool,
+                   sample_rate: int, root, max_steps: Optional[int], shard=(0, 1)):
     """One epoch of shuffled batches whose order depends only on (seed, epoch)."""
     import tensorflow as tf
 
-    n = len(split.labels)
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    if max_steps:
-        order = order[: max_steps * batch_size]
-    # Keep the keep-last-partial-batch behaviour of PyTorch's DataLoader.
-    ds = tf.data.Dataset.from_tensor_slices((split.audio[order], split.labels[order]))
-    ds = ds.batch(batch_size)
-    if augment:
-        from . import data as kdata
+    from .data import augment_dataset, stream_batches
 
-        ds = kdata.augment_dataset(ds, root, sample_rate=sample_rate, seed=seed * 100_003 + epoch)
+    order = epoch_order(len(split.labels), seed, epoch, max_steps and max_steps * batch_size)
+    # Keep the keep-last-partial-batch behaviour of PyTorch's DataLoader.
+    ds = stream_batches(split, order, batch_size, sample_rate, shard)
+    if augment:
+        ds = augment_dataset(ds, root, sample_rate=sample_rate, seed=seed * 100_003 + epoch)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _eval_batches(split: SplitArrays, batch_size: int):
+def _eval_batches(split, batch_size: int, sample_rate: int, shard=(0, 1)):
     import tensorflow as tf
 
-    return tf.data.Dataset.from_tensor_slices((split.audio, split.labels)).batch(batch_size)
+    from .data import stream_batches
+
+    return stream_batches(split, np.arange(len(split.labels)), batch_size, sample_rate,
+                          shard).prefetch(tf.data.AUTOTUNE)
 
 
 # ----------------------------------------------------------------------------- model
@@ -263,6 +282,8 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
     TensorBoard logs, model.keras), restores the weights of the epoch with the lowest
     validation loss, and evaluates them on the validation and test splits.
     """
+    from . import distribute
+
     config = config or FitConfig()
     v = get_variant(variant)
     if data.sample_rate != config.sample_rate:
@@ -271,60 +292,130 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
         raise ValueError(f"--sample-rate must be one of {SAMPLE_RATES}, got {config.sample_rate}")
     output = Path(output) if output else default_output(v.name, config.sample_rate)
     check_output_dir(output)
-    ckpt_dir = output / "checkpoints"
-    state_path = ckpt_dir / "state.json"
-    recipe = config.recipe(v)
     # The BFC half only takes if TensorFlow has not allocated yet: the CLIs call this earlier.
     cpu_memory = reuse_cpu_memory(config.reuse_cpu_memory)
-    run_config = {
-        "variant": v.name, "variant_definition": dataclasses.asdict(v),
-        "sample_rate": config.sample_rate, "recipe": recipe, "overrides": config.overrides(v),
-        "fit_config": dataclasses.asdict(config), "data": str(data.root) if data.root else None,
-        "labels": data.labels, "environment": environment(), "cpu_memory": cpu_memory,
-        "command": sys.argv,
-        **(extra_config or {}),
-    }
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    strategy = distribute.make_strategy(config.strategy)
+    job = _Job(v, data, config, config.recipe(v), output, strategy, distribute.is_chief(strategy))
+    state, model = _resume_or_build(job, resume)
+    distribute.prepare_model(strategy, model, artifacts.model_sample_rate(model))
+    if job.chief:
+        artifacts.write_json(output / "config.json", {
+            "variant": v.name, "variant_definition": dataclasses.asdict(v),
+            "sample_rate": config.sample_rate, "recipe": job.recipe, "overrides": config.overrides(v),
+            "fit_config": dataclasses.asdict(config), "data": str(data.root) if data.root else None,
+            "labels": data.labels, "environment": environment(), "cpu_memory": cpu_memory,
+            "command": sys.argv, **(extra_config or {})})
+    if config.verbose:
+        print(f"{v.describe()}\n{count_trainable_params(model):,} trainable parameters; "
+              f"{job.n_train} training clips at {config.sample_rate} Hz; run folder {output}")
+    _train_epochs(job, model, state, callbacks)
+    if not job.chief:  # the chief evaluates and writes the results
+        return Run(output, model, data.labels, state["history"], state["best_epoch"], {})
+    return _finish(job, model, state)
 
-    train = data["training"]
-    bs = recipe["batch_size"]
-    n_train = len(train.labels) if not config.max_steps_per_epoch else min(
-        len(train.labels), config.max_steps_per_epoch * bs)
-    steps = math.ceil(n_train / bs)
-    batch_sizes = [bs] * (steps - 1) + [n_train - bs * (steps - 1)]
 
-    state = {"epoch": 0, "history": [], "best_epoch": None, "best_val_loss": None,
-             "batch_losses": [], "train_seconds": 0.0}
+@dataclasses.dataclass
+class _Job:
+    """What one fit() call works with."""
+
+    variant: Variant
+    data: TrainingData
+    config: FitConfig
+    recipe: dict
+    output: Path
+    strategy: object
+    chief: bool
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.output / "checkpoints"
+
+    @property
+    def n_train(self) -> int:
+        n, cap = len(self.data["training"].labels), self.config.max_steps_per_epoch
+        return min(n, cap * self.recipe["batch_size"]) if cap else n
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(self.n_train / self.recipe["batch_size"])
+
+    @property
+    def batch_sizes(self) -> list:
+        bs = self.recipe["batch_size"]
+        return [bs] * (self.steps - 1) + [self.n_train - bs * (self.steps - 1)]
+
+    def feed_rate(self, split) -> int:
+        """Rate of the batches fed to the model: 16 kHz when it resamples them itself."""
+        rate = self.config.sample_rate
+        on_device = self.config.resample_on_device
+        if on_device is None:  # with an accelerator, resample there (inside the training step)
+            import tensorflow as tf
+
+            on_device = bool(tf.config.list_logical_devices("GPU"))
+        if on_device and getattr(split, "sample_rate", rate) != rate:
+            return int(split.sample_rate)
+        return rate
+
+    def batches(self, split, epoch=None):
+        """Training batches of ``epoch``, or (epoch None) a split in order; sharded per worker."""
+        from . import distribute
+
+        bs, rate = self.recipe["batch_size"], self.feed_rate(self.data[split])
+        if epoch is None:
+            make = lambda shard: _eval_batches(self.data[split], bs, rate, shard)  # noqa: E731
+        else:
+            c = self.config
+            make = lambda shard: _train_batches(  # noqa: E731
+                self.data[split], bs, c.seed, epoch, c.augment, rate, self.data.root,
+                c.max_steps_per_epoch, shard)
+        return distribute.distribute_batches(self.strategy, make)
+
+
+def _resume_or_build(job: _Job, resume: bool):
+    """The run's state and model: from its last checkpoint, or new."""
+    from . import distribute
+
+    v, config, output = job.variant, job.config, job.output
+    state_path = job.ckpt_dir / "state.json"
     if resume and state_path.exists():
         state = json.loads(state_path.read_text())
         saved = json.loads((output / "config.json").read_text())
-        if saved["variant"] != v.name or saved["recipe"] != recipe or saved["sample_rate"] != config.sample_rate:
+        if saved["variant"] != v.name or saved["recipe"] != job.recipe or \
+                saved["sample_rate"] != config.sample_rate:
             raise TrainingError(f"{output} holds a different run ({saved['variant']}, "
                                 f"{saved['sample_rate']} Hz, {saved['recipe']}); use another --output")
-        model = keras.models.load_model(ckpt_dir / state["latest"])
+        with distribute.scope(job.strategy):
+            model = keras.models.load_model(job.ckpt_dir / state["latest"])
         if config.verbose:
             print(f"Resuming {output} after epoch {state['epoch']}")
-    else:
-        if resume and config.verbose:
-            print(f"Nothing to resume in {output}: starting a new run")
-        if (output / "model.keras").exists() or state_path.exists():
-            raise TrainingError(f"{output} already holds a run; pass --resume or another --output")
-        keras.utils.set_random_seed(config.seed)
-        model = build_model(v, config.sample_rate, num_classes=len(data.labels),
+        return state, model
+    if resume and config.verbose:
+        print(f"Nothing to resume in {output}: starting a new run")
+    if (output / "model.keras").exists() or state_path.exists():
+        raise TrainingError(f"{output} already holds a run; pass --resume or another --output")
+    keras.utils.set_random_seed(config.seed)
+    with distribute.scope(job.strategy):
+        model = build_model(v, config.sample_rate, num_classes=len(job.data.labels),
+                            input_rate=job.feed_rate(job.data["training"]),
                             fast=config.jit_compile if config.fast_model is None
-                            else config.fast_model)
-        compile_model(model, recipe, steps, config.jit_compile)
-    artifacts.write_json(output / "config.json", run_config)
-    if config.verbose:
-        print(f"{v.describe()}\n{count_trainable_params(model):,} trainable parameters; "
-              f"{n_train} training clips at {config.sample_rate} Hz; run folder {output}")
+                            else config.fast_model, sync_batchnorm=job.strategy is not None)
+        compile_model(model, job.recipe, job.steps, config.jit_compile)
+    state = {"epoch": 0, "history": [], "best_epoch": None, "best_val_loss": None,
+             "batch_losses": [], "train_seconds": 0.0}
+    return state, model
 
-    val_ds = _eval_batches(data["validation"], bs)
-    batch_log = BatchLossLog(batch_sizes)
+
+def _train_epochs(job: _Job, model, state: dict, callbacks: Sequence) -> None:
+    """Train epochs state["epoch"] + 1 ... recipe["epochs"], committing a checkpoint after each."""
+    config, epochs = job.config, job.recipe["epochs"]
+    val_ds = job.batches("validation")
+    batch_log = BatchLossLog(job.batch_sizes)
     batch_log.losses = list(state["batch_losses"])
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(output / "logs"))
-    epochs = recipe["epochs"]
+    logs_dir = job.output / "logs" if job.chief else Path(tempfile.mkdtemp(prefix="kws-worker-logs-"))
+    standard = [EpochProgbar(epochs), batch_log, keras.callbacks.TensorBoard(log_dir=str(logs_dir)),
+                keras.callbacks.TerminateOnNaN()]
     for epoch in range(state["epoch"], epochs):
         if config.early_stopping and state["best_epoch"] is not None and \
                 epoch - state["best_epoch"] > config.early_stopping:
@@ -332,67 +423,85 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
                 print(f"Early stopping: val_loss has not improved since epoch {state['best_epoch']}")
             break
         keras.utils.set_random_seed(config.seed * 1000 + epoch)
-        train_ds = _train_batches(train, bs, config.seed, epoch, config.augment,
-                                  config.sample_rate, data.root, config.max_steps_per_epoch)
         lr = current_lr(model.optimizer)
         start = time.perf_counter()
         # One fit() call per epoch: each epoch gets its own (seed, epoch)-ordered data.
-        hist = model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
-                         shuffle=False, verbose=config.verbose,
-                         callbacks=[EpochProgbar(epochs), batch_log, tensorboard,
-                                    keras.callbacks.TerminateOnNaN(), *callbacks])
+        hist = model.fit(job.batches("training", epoch), validation_data=val_ds,
+                         initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
+                         verbose=config.verbose, callbacks=[*standard, *callbacks])
         seconds = time.perf_counter() - start
-        logs = {k: float(v_[-1]) for k, v_ in hist.history.items()}
-        if not all(math.isfinite(logs.get(k, 0.0)) for k in ("loss", "val_loss")) or \
-                len(hist.history.get("loss", [])) == 0:
-            last = state.get("latest")
-            raise TrainingError(
-                f"loss became {logs.get('loss')} in epoch {epoch + 1} (learning rate {lr:g}): "
-                f"training diverged; the last good checkpoint is "
-                f"{ckpt_dir / last if last else 'none (no epoch completed)'}")
-        row = {"epoch": epoch + 1, "loss": logs["loss"], "accuracy": logs["accuracy"],
-               "val_loss": logs["val_loss"], "val_accuracy": logs["val_accuracy"],
-               "lr": lr, "seconds": round(seconds, 3)}
+        row = _epoch_row(job, state, epoch, hist.history, lr, seconds)
         state["history"].append(row)
         state["train_seconds"] += seconds
         state["batch_losses"] = batch_log.losses
         improved = state["best_val_loss"] is None or row["val_loss"] < state["best_val_loss"]
-        _commit_epoch(model, ckpt_dir, state, epoch + 1, improved, data.labels)
-        reports.write_history(output / "history.csv", state["history"])
+        _commit_epoch(model, job.ckpt_dir, state, epoch + 1, improved, job.data.labels, job.chief)
+        if job.chief:
+            reports.write_history(job.output / "history.csv", state["history"])
 
+
+def _epoch_row(job: _Job, state: dict, epoch: int, history: dict, lr: float, seconds: float) -> dict:
+    """history.csv's row for one epoch; a non-finite loss stops the run naming the last good checkpoint."""
+    logs = {k: float(v_[-1]) for k, v_ in history.items()}
+    if not history.get("loss") or \
+            not all(math.isfinite(logs.get(k, 0.0)) for k in ("loss", "val_loss")):
+        last = state.get("latest")
+        raise TrainingError(
+            f"loss became {logs.get('loss')} in epoch {epoch + 1} (learning rate {lr:g}): "
+            f"training diverged; the last good checkpoint is "
+            f"{job.ckpt_dir / last if last else 'none (no epoch completed)'}")
+    return {"epoch": epoch + 1, "loss": logs["loss"], "accuracy": logs["accuracy"],
+            "val_loss": logs["val_loss"], "val_accuracy": logs["val_accuracy"],
+            "lr": lr, "seconds": round(seconds, 3)}
+
+
+def _finish(job: _Job, model, state: dict) -> Run:
+    """Restore the best epoch, evaluate it, save model.keras, metrics.json and the plots."""
+    v, config, data, output = job.variant, job.config, job.data, job.output
     # Restore the epoch with the lowest validation loss, as the study did.
-    best, _ = artifacts.load_model(ckpt_dir / state["best"], compile=False)
+    best, _ = artifacts.load_model(job.ckpt_dir / state["best"], compile=False)
     model.set_weights(best.get_weights())
+    # Ship the plain build (standard Keras layers only, raw audio at the model's rate).
+    plain = build_model(v, config.sample_rate, num_classes=len(data.labels))
+    plain.set_weights(model.get_weights())
+    # Evaluate with the training build (XLA, fast layers) unless each worker holds a part of it.
+    from .distribute import is_multiworker
+
+    scorer = plain if is_multiworker(job.strategy) else model
     metrics = {"best_epoch": state["best_epoch"], "epochs_run": len(state["history"])}
     for split in ("validation", "testing"):
         if split in data.splits:
-            metrics[split] = evaluate_arrays(model, data[split], data.labels)
-    clips = n_train * len(state["history"])
+            metrics[split] = evaluate_arrays(scorer, data[split], data.labels)
+    clips = job.n_train * len(state["history"])
     metrics.update(train_seconds=round(state["train_seconds"], 2),
                    train_clips_per_second=round(clips / max(state["train_seconds"], 1e-9), 2),
                    trainable_params=count_trainable_params(model), cpu=cpu_model())
-    # Ship the plain build (standard Keras layers only) with the same weights.
-    plain = build_model(v, config.sample_rate, num_classes=len(data.labels))
-    plain.set_weights(model.get_weights())
     artifacts.save_model(plain, output / "model.keras", data.labels, variant=v.name,
                          best_epoch=state["best_epoch"])
     artifacts.write_json(output / "metrics.json", metrics)
+    title = f"{v.name} at {config.sample_rate} Hz"
     reports.plot_training_loss(output / "training_loss.png", state["batch_losses"],
-                               state["history"], steps, f"{v.name} at {config.sample_rate} Hz")
+                               state["history"], job.steps, title)
     if "testing" in metrics:
         reports.plot_confusion(output / "confusion_matrix.png", metrics["testing"]["confusion"],
                                data.labels, f"{v.name} {config.sample_rate} Hz, test split")
     return Run(output, model, data.labels, state["history"], state["best_epoch"], metrics)
 
 
-def _commit_epoch(model, ckpt_dir: Path, state: dict, epoch: int, improved: bool, labels):
-    """Checkpoint first, then state.json (the commit point), then prune old checkpoints."""
+def _commit_epoch(model, ckpt_dir: Path, state: dict, epoch: int, improved: bool, labels,
+                  write: bool = True):
+    """Checkpoint first, then state.json (the commit point), then prune old checkpoints.
+
+    ``write=False`` (a worker that is not the chief) only keeps the state in memory.
+    """
     name = f"epoch-{epoch:03d}.keras"
-    artifacts.save_model(model, ckpt_dir / name, labels, epoch=epoch)
     state["epoch"], state["latest"] = epoch, name
     if improved:
         state["best_epoch"], state["best"] = epoch, name
         state["best_val_loss"] = state["history"][-1]["val_loss"]
+    if not write:
+        return
+    artifacts.save_model(model, ckpt_dir / name, labels, epoch=epoch)
     artifacts.write_json(ckpt_dir / "state.json", state)
     keep = {state["latest"], state["best"]}
     for old in ckpt_dir.glob("epoch-*.keras"):
@@ -401,13 +510,17 @@ def _commit_epoch(model, ckpt_dir: Path, state: dict, epoch: int, improved: bool
 
 
 # ----------------------------------------------------------------------------- evaluation
-def predict_scores(model, audio: np.ndarray, batch_size: int = 100) -> np.ndarray:
+def predict_scores(model, audio, batch_size: int = 100) -> np.ndarray:
+    """Scores of an array of clips, or of a whole split read a batch at a time."""
+    if not isinstance(audio, np.ndarray):
+        rate = artifacts.model_sample_rate(model)
+        audio = _eval_batches(audio, batch_size, rate).map(lambda x, y: x)
     return np.asarray(model.predict(audio, batch_size=batch_size, verbose=0), dtype="float64")
 
 
-def evaluate_arrays(model, split: SplitArrays, labels, batch_size: int = 100) -> dict:
+def evaluate_arrays(model, split, labels, batch_size: int = 100) -> dict:
     """Accuracy, loss, per-class precision/recall and confusion matrix on one split."""
-    scores = predict_scores(model, split.audio, batch_size)
+    scores = predict_scores(model, split, batch_size)
     return classification_metrics(scores, split.labels, labels)
 
 

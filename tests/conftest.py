@@ -6,6 +6,11 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Decoded-clip caches and generated data of this test session stay out of ~/.cache.
+if "KWS_TF_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["KWS_TF_CACHE"] = tempfile.mkdtemp(prefix="kws-tf-test-cache-")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

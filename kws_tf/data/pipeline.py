@@ -294,3 +294,56 @@ def augment_dataset(ds, root, sample_rate: int = SAMPLE_RATE, seed: int = 0,
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     return tf.data.Dataset.zip(seeds, ds).map(lambda s, xy: augment(s, *xy),
                                                num_parallel_calls=tf.data.AUTOTUNE)
+
+
+# ------------------------------------------------------------------ streamed batches
+def read_rows(source, rows) -> np.ndarray:
+    """Rows of a split: ``source.read(rows)`` (the decoded cache) or ``source.audio[rows]``."""
+    if hasattr(source, "read"):
+        return source.read(rows)
+    return np.asarray(source.audio[np.asarray(rows, np.int64)])
+
+
+def stream_batches(source, order, batch_size: int, sample_rate: int, shard=(0, 1)):
+    """``tf.data.Dataset`` of ``(audio float32 (b, sample_rate), label int32 (b,))`` batches.
+
+    Batch ``k`` holds the rows ``order[k * batch_size:(k + 1) * batch_size]`` of ``source``
+    (the last batch may be short), read inside the pipeline a batch at a time, so no split is
+    ever materialised.  ``source`` is a :class:`kws_tf.data.cache.DecodedSplit` (int16 rows at
+    16 kHz) or anything with ``audio`` and ``labels`` arrays; rows are 1 s clips, so a row's
+    length is its sample rate.  int16 rows are scaled like ``tf.audio.decode_wav`` (/32768) and
+    rows at another rate are resampled per batch with ``kws_tf.Resample``, the study's
+    resampler (a row at a time: the same numbers as resampling each clip alone).
+    ``shard=(i, n)`` keeps every n-th row of each batch from the i-th: n workers together see
+    exactly the batches of one.
+    """
+    import tensorflow as tf
+
+    order = np.asarray(order, np.int64)
+    labels = np.asarray(source.labels, np.int32)
+    probe = read_rows(source, order[:1]) if len(order) else read_rows(source, [0])
+    dtype, width = probe.dtype, int(probe.shape[1])
+    index, count = int(shard[0]), int(shard[1])
+    steps = -(-len(order) // int(batch_size))
+
+    def read(k):
+        rows = order[int(k) * batch_size:(int(k) + 1) * batch_size][index::count]
+        return read_rows(source, rows), labels[rows]
+
+    def load(k):
+        x, y = tf.numpy_function(read, [k], (tf.as_dtype(dtype), tf.int32), stateful=False)
+        return tf.ensure_shape(x, [None, width]), tf.ensure_shape(y, [None])
+
+    resample_batch = _row_resampler(width, int(sample_rate))
+    return (tf.data.Dataset.range(steps)
+            .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .map(lambda x, y: (resample_batch(_to_float(x)), y),
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+
+
+def _row_resampler(orig: int, new: int):
+    if orig == new:
+        return lambda x: x
+    if orig != SAMPLE_RATE:
+        return functools.partial(tf_resample, orig_freq=orig, new_freq=new)
+    return batch_resampler(new)
