@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import platform
 import sys
 import tempfile
@@ -226,6 +227,35 @@ class BatchLossLog(keras.callbacks.Callback):
         self._clips, self._total = clips, total
 
 
+class FirstStepNotice(keras.callbacks.Callback):
+    """Say once how long the wait for the first training step was (start-up, data, compile)."""
+
+    def __init__(self):
+        super().__init__()
+        self.done = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.done:
+            self.done = True
+            print(f"\nfirst training step done {process_seconds():.1f} s after start "
+                  f"(start-up, data, compile)", flush=True)
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (Linux; else since kws_tf.training was imported)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+_IMPORTED = time.perf_counter()
+
+
 class EpochProgbar(keras.callbacks.ProgbarLogger):
     """Keras' progress bar, headed "Epoch 4/15" although fit() runs one epoch per call."""
 
@@ -415,7 +445,7 @@ def _train_epochs(job: _Job, model, state: dict, callbacks: Sequence) -> None:
     batch_log.losses = list(state["batch_losses"])
     logs_dir = job.output / "logs" if job.chief else Path(tempfile.mkdtemp(prefix="kws-worker-logs-"))
     standard = [EpochProgbar(epochs), batch_log, keras.callbacks.TensorBoard(log_dir=str(logs_dir)),
-                keras.callbacks.TerminateOnNaN()]
+                keras.callbacks.TerminateOnNaN()] + ([FirstStepNotice()] if config.verbose else [])
     for epoch in range(state["epoch"], epochs):
         if config.early_stopping and state["best_epoch"] is not None and \
                 epoch - state["best_epoch"] > config.early_stopping:

@@ -338,5 +338,8 @@ class _progress:
             self.shown = pct
 
     def close(self):
-        if self.verbose and self.tty:
-            print(file=sys.stderr, flush=True)
+        if self.verbose:
+            import time
+
+            print(("\n" if self.tty else "") + f"decoded {self.done:,} clips in "
+                  f"{time.perf_counter() - self.start:.1f} s", file=sys.stderr, flush=True)
