@@ -4,6 +4,13 @@ Four well-populated words of the real Speech Commands subset plus a ``_silence_`
 background-noise snippets (like TensorFlow's speech_commands models), at 8 kHz with the study's
 block structure shrunk, so the fit takes well under a minute on two cores.  Built once per test
 session (module-level cache) in a temporary folder.
+
+The fit's float rounding differs between CPUs (oneDNN picks AVX2 or AVX-512 kernels), so the
+weights, and which clips sit near a decision boundary, differ too.  Twelve epochs with a
+stepped learning rate (3e-3, then x0.3 every 4 epochs) make it settle to a similar model on
+every CPU (test accuracy 0.86-0.88 at ONEDNN_MAX_CPU_ISA=SSE41, AVX2 and AVX512_CORE); a
+constant rate for 8 epochs ended anywhere from 0.79 to 0.87.  The tests still never assert on
+one clip's rounding: they pick clips by their margin, checked in the test.
 """
 from __future__ import annotations
 
@@ -20,7 +27,8 @@ LABELS = list(WORDS) + ["_silence_"]
 RATE = 8000
 
 _CACHE = {}
-EPOCHS = 8
+EPOCHS = 12
+LR_STEP_EPOCHS, LR_GAMMA = 4, 0.3
 
 
 def _load_clips(root: Path, files, rate: int):
@@ -82,7 +90,8 @@ def trained_run(root: Path):
         from kws_tf.training import FitConfig, fit
 
         variant = get_variant("gru1").replace(name="small", conv_channels=(16, 32, 32, 32),
-                                              gru_units=32, optimizer="adam")
+                                              gru_units=32, optimizer="adam",
+                                              lr_step_epochs=LR_STEP_EPOCHS, lr_gamma=LR_GAMMA)
         data = training_data(root)
         folder = Path(tempfile.mkdtemp(prefix="kws-small-"))
         atexit.register(shutil.rmtree, folder, True)
@@ -91,9 +100,6 @@ def trained_run(root: Path):
                   output=folder / "small-8k")
         _CACHE["run"] = (run.output, data, run.metrics)
     return _CACHE["run"]
-
-
-
 
 
 def export_data(data):
