@@ -260,3 +260,18 @@ def test_resampling_inside_the_step_trains_the_same_and_ships_a_plain_model(root
     shipped = keras.models.load_model(tmp_path / "d" / "model.keras")
     assert shipped.input_shape == (None, 8000)
     assert dev.metrics["testing"]["accuracy"] == pytest.approx(pipe.metrics["testing"]["accuracy"])
+
+
+def test_train_and_evaluate_share_the_cache_given_by_cache_dir(root, cache, tmp_path, capsys):
+    from kws_tf import evaluate, train
+
+    out = tmp_path / "run"
+    assert train.main(["gru1", "--sample-rate", "8000", "--batch-size", "8", "--epochs", "1",
+                       "--max-steps-per-epoch", "1", "--quiet", "--no-jit-compile",
+                       "--data", str(root), "--cache-dir", str(cache), "--output", str(out)]) == 0
+    assert len(_folders(cache)) == 1 and "decoding 42 clips" in capsys.readouterr().err
+    assert evaluate.main([str(out / "model.keras"), "--data", str(root), "--cache-dir", str(cache),
+                          "--split", "validation"]) == 0
+    captured = capsys.readouterr()
+    assert "decoding" not in captured.err and "validation: accuracy" in captured.out
+    assert len(_folders(cache)) == 1
