@@ -3,26 +3,24 @@ from __future__ import annotations
 
 import sys
 
+from .errors import USER_ERRORS
 
-def run(main, argv=None) -> int:
-    """Run ``main(argv)``; turn the errors a user can fix into one line on stderr, exit 2."""
-    from .training import TrainingError
 
-    expected = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
-                TrainingError)
-    try:
-        from .data import DataError
-        expected += (DataError,)
-    except ImportError:
-        pass
+TRAINING_INTERRUPTED = "interrupted: the last completed epoch's checkpoint is kept (use --resume)"
+
+
+def run(main, argv=None, interrupted: str = "interrupted") -> int:
+    """Run ``main(argv)``; turn the errors a user can fix into one line on stderr, exit 2.
+
+    Ctrl-C prints ``interrupted`` (commands that train say how to resume) and exits 130.
+    """
     try:
         return main(argv) or 0
-    except expected as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the last completed epoch's checkpoint is kept (use --resume)",
-              file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
 
 

@@ -41,8 +41,8 @@ def make_strategy(name: str = "none"):
         return tf.distribute.MirroredStrategy(devices)
     if name == "multiworker":
         if not os.environ.get("TF_CONFIG"):
-            raise ValueError("--strategy multiworker needs TF_CONFIG (the cluster and this "
-                             "worker's task); see docs in README 'Training on the full dataset'")
+            raise ValueError("the multiworker strategy needs TF_CONFIG (the cluster and this "
+                             "worker's task); see README 'Training on the full dataset'")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
 

@@ -38,6 +38,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from . import cli
+from .errors import ExportError  # noqa: F401  (re-exported)
 
 PARITY_ATOL = 1e-4
 TFLITE_FILES = {"none": "model_float32.tflite", "dynamic": "model_dynamic.tflite",
@@ -45,10 +46,6 @@ TFLITE_FILES = {"none": "model_float32.tflite", "dynamic": "model_dynamic.tflite
 QUANTIZE_CHOICES = ("none", "dynamic", "int8", "int16x8")
 # "all" leaves int16x8 out: its TFLite kernels are reference ones, ~10x slower than int8.
 QUANTIZE_ALL = ("dynamic", "int8")
-
-
-class ExportError(ValueError):
-    """An export that failed one of its own checks (parity, builtin ops)."""
 
 
 @dataclasses.dataclass

@@ -24,12 +24,9 @@ import numpy as np
 
 from . import artifacts, reports
 from .cpu_memory import reuse_cpu_memory
+from .errors import TrainingError  # noqa: F401  (re-exported)
 from .models import build_model, count_trainable_params
 from .variants import SAMPLE_RATES, Variant, get_variant
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on (diverged, or its folder does not match the request)."""
 
 
 @dataclasses.dataclass

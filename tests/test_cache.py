@@ -1,6 +1,5 @@
 """The decoded clip cache (kws_tf.data.cache) and training streamed from it."""
 import errno
-import json
 import os
 import shutil
 import subprocess

@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from ..errors import DataError  # noqa: F401  (re-exported)
+
 SAMPLE_RATE = 16000  # the dataset's rate; 8 kHz models resample from it like the study
 CLIP_SECONDS = 1
 CLIP_SAMPLES = SAMPLE_RATE * CLIP_SECONDS
@@ -22,10 +24,6 @@ _PCM, _FLOAT, _EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
 # Resampling kernels grow as (reduced orig) x (reduced new); beyond this the rate pair has no
 # small ratio (e.g. 16001 Hz) and building the kernel would take gigabytes.
 _MAX_REDUCED_RATE = 1000
-
-
-class DataError(ValueError):
-    """A dataset folder or audio file that cannot be used; the message names it."""
 
 
 @dataclasses.dataclass(frozen=True)

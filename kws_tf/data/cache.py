@@ -137,7 +137,7 @@ def open_decoded(root, cache_dir=None, on_error: str = "raise", verbose: bool = 
             base.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise DataError(f"cannot create the decoded cache folder {base}: "
-                            f"{e.strerror or e} (pass --cache-dir)") from None
+                            f"{e.strerror or e} (choose another cache folder)") from None
         with _build_lock(base / f".{key}.lock", verbose):
             meta = _valid_meta(folder)  # another process may have built it while we waited
             if meta is None:
@@ -236,7 +236,7 @@ def _build(root: Path, labels: list, splits: dict, folder: Path, on_error: str, 
     free = shutil.disk_usage(folder.parent).free
     if free < need:
         raise DataError(f"not enough disk space for the decoded cache in {folder.parent}: needs "
-                        f"{need / 1e9:.2f} GB, {free / 1e9:.2f} GB free (pass --cache-dir)")
+                        f"{need / 1e9:.2f} GB, {free / 1e9:.2f} GB free (choose another cache folder)")
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
@@ -255,7 +255,7 @@ def _build(root: Path, labels: list, splits: dict, folder: Path, on_error: str, 
         shutil.rmtree(tmp, ignore_errors=True)
         if e.errno == errno.ENOSPC:
             raise DataError(f"disk full while writing the decoded cache in {folder.parent}: "
-                            "nothing was kept; free some space or pass --cache-dir") from None
+                            "nothing was kept; free some space or choose another cache folder") from None
         raise DataError(f"cannot write the decoded cache in {folder.parent}: "
                         f"{e.strerror or e}") from None
     except BaseException:
