@@ -99,6 +99,7 @@ class KerasTrainer:
                  jit_compile=False, steps_per_execution=1, mixed_precision=None):
         import keras
         from kws_tf import build_model
+        from kws_tf.training import FitConfig, compile_model
         from kws_tf.variants import get_variant
         if mixed_precision:
             keras.mixed_precision.set_global_policy(mixed_precision)
@@ -107,13 +108,9 @@ class KerasTrainer:
         v = get_variant(variant)
         self.batch, self.steps = batch, steps
         self.model = build_model(v, sample_rate, input_rate=input_rate, fast=fast)
-        # NLL on log-probabilities == cross-entropy "from logits" on them (log_softmax is
-        # idempotent under softmax), so one loss serves both heads.
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        opt = (keras.optimizers.Adam(v.learning_rate) if v.optimizer == "adam"
-               else keras.optimizers.SGD(v.learning_rate))
-        self.model.compile(optimizer=opt, loss=loss, jit_compile=jit_compile,
-                           steps_per_execution=steps_per_execution)
+        # The fit path's own compile: the recipe's optimizer (Adam with PyTorch's eps,
+        # SGD with coupled weight decay), one loss for both heads, the accuracy metric.
+        compile_model(self.model, FitConfig().recipe(v), 849, jit_compile, steps_per_execution)
         # One extra execution in front: each ``fit`` call's first step re-traces (and, with
         # XLA, re-compiles: 3-10 s here) before the steady state an epoch of 849 steps sees.
         self.spe = int(steps_per_execution)

@@ -220,11 +220,9 @@ def render_markdown(summary: dict) -> str:
 
 
 def plot(path: Path, rows: list, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = reports.pyplot()
 
     rates = sorted({r["sample_rate"] for r in rows}) or [16000]
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]

@@ -168,6 +168,9 @@ class KwsHyperModel(kt.HyperModel):
         self.reuse_cpu_memory = reuse_cpu_memory
 
     def build(self, hp):
+        # keras-tuner calls this before each trial (to declare the hyperparameters and count
+        # parameters); ``fit`` builds its own model through the fit path, which also handles
+        # resuming and the fast build, so this one is not trained.
         values = declare(hp)
         variant = variant_from_values(values, self.epochs, width=self.width)
         return build_model(variant, values["sample_rate"], num_classes=len(self.data.labels))
@@ -360,11 +363,7 @@ def render_leaderboard(rows, args) -> str:
 
 
 def plot_search(path, rows, title) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = reports.pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for rate, color in ((8000, "C1"), (16000, "C0")):
         pts = [(int(r["trial_id"]), 100 * r["val_accuracy"]) for r in rows

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import keras
 
@@ -41,6 +43,31 @@ def atomic_path(path, suffix=None):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_dir(build: Callable[[Path], None], dest: Path) -> None:
+    """Build a folder beside ``dest`` and swap it in only when complete."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    old = None
+    try:
+        build(tmp)
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old."))
+            os.replace(dest, old / dest.name)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def make_readable(folder: Path) -> None:
+    """Temporary files are created private (0600/0700); exports are for sharing: honour umask."""
+    mask = _umask()
+    for p in [folder, *folder.rglob("*")]:
+        if not p.name.startswith("."):
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def exclusive_lock(path, busy_message: str):

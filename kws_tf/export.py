@@ -28,17 +28,16 @@ import argparse
 import dataclasses
 import datetime
 import json
-import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from . import cli
 from .errors import ExportError  # noqa: F401  (re-exported)
+from .runtime import SavedModelRunner, softmax  # noqa: F401  (re-exported)
 
 PARITY_ATOL = 1e-4
 TFLITE_FILES = {"none": "model_float32.tflite", "dynamic": "model_dynamic.tflite",
@@ -60,13 +59,6 @@ class ExportData:
 
 
 # ----------------------------------------------------------------------------- helpers
-def softmax(scores) -> np.ndarray:
-    z = np.asarray(scores, np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
 def keras_probabilities(model, audio, batch_size: int = 64) -> np.ndarray:
     """The Keras model's softmax probabilities (softmax of log-probabilities = probabilities)."""
     return softmax(model.predict(np.asarray(audio, np.float32), batch_size=batch_size, verbose=0))
@@ -105,32 +97,6 @@ def _probability_fn(model):
     return probabilities
 
 
-def _write_dir_atomically(build: Callable[[Path], None], dest: Path) -> None:
-    """Build a folder beside ``dest`` and swap it in only when complete."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    old = None
-    try:
-        build(tmp)
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old."))
-            os.replace(dest, old / dest.name)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _readable(folder: Path) -> None:
-    """Temporary files are created private (0600/0700); exports are for sharing: honour umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for p in [folder, *folder.rglob("*")]:
-        if not p.name.startswith("."):
-            p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
-
-
 # ----------------------------------------------------------------------------- SavedModel
 def export_savedmodel(model, labels: Sequence[str], dest) -> Path:
     """A SavedModel whose serving signature maps audio (batch, samples) to probabilities + label."""
@@ -153,43 +119,11 @@ def export_savedmodel(model, labels: Sequence[str], dest) -> Path:
                              input_signature=[tf.TensorSpec((None, samples), tf.float32, name="audio")])
         archive.write_out(str(folder), verbose=False)
 
+    from . import artifacts
+
     dest = Path(dest)
-    _write_dir_atomically(build, dest)
+    artifacts.atomic_dir(build, dest)
     return dest
-
-
-class SavedModelRunner:
-    """Calls an exported SavedModel's serving signature: ``probabilities(audio) -> (n, classes)``."""
-
-    def __init__(self, folder):
-        import tensorflow as tf
-
-        folder = Path(folder)
-        if not (folder / "saved_model.pb").is_file():
-            raise FileNotFoundError(f"no SavedModel in {folder} (saved_model.pb missing)")
-        self.folder = folder
-        self.loaded = tf.saved_model.load(str(folder))
-        if "serving_default" not in self.loaded.signatures:
-            raise ValueError(f"{folder}: SavedModel has no serving_default signature")
-        self.signature = self.loaded.signatures["serving_default"]
-        spec = self.signature.structured_input_signature[1]
-        if "audio" not in spec:
-            raise ValueError(f"{folder}: serving_default takes {sorted(spec)}, not 'audio'")
-        self.samples = int(spec["audio"].shape[-1])
-
-    def __call__(self, audio) -> dict:
-        import tensorflow as tf
-
-        out = self.signature(audio=tf.constant(np.asarray(audio, np.float32)))
-        return {"probabilities": out["probabilities"].numpy(),
-                "label": [s.decode() for s in out["label"].numpy()]}
-
-    def probabilities(self, audio, batch_size: int = 64) -> np.ndarray:
-        audio = np.asarray(audio, np.float32)
-        if audio.ndim == 1:
-            audio = audio[None]
-        return np.concatenate([self(audio[i:i + batch_size])["probabilities"]
-                               for i in range(0, len(audio), batch_size)])
 
 
 # ----------------------------------------------------------------------------- TFLite
@@ -201,63 +135,16 @@ def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarr
     "int16x8" (int8 weights, int16 activations, calibrated the same way: the accuracy of float
     at the size of int8, but TFLite runs it with slow reference kernels).
     """
-    import tensorflow as tf
-
     from . import tflite
-    from ._quiet import native_output_muted
 
     if quantize not in QUANTIZE_CHOICES:
-        raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
     if quantize in ("int8", "int16x8") and (calibration is None or len(calibration) == 0):
-        raise ValueError(f"{quantize} quantization needs calibration clips from the training split (--data)")
-    samples = int(model.input_shape[-1])
+        raise ValueError(f"{quantize} quantization needs calibration clips from the training split")
     lite = inference_model(model, batch_size=1, unroll=True)
-    notes = {}
     with tempfile.TemporaryDirectory(prefix="kws-tflite-") as tmp:
-        import keras
-
-        archive = keras.export.ExportArchive()
-        archive.track(lite)
-        archive.add_endpoint("serve", _probability_fn(lite),
-                             input_signature=[tf.TensorSpec((1, samples), tf.float32, name="audio")])
-        archive.write_out(tmp, verbose=False)
-
-        def converter(ops):
-            c = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serve"])
-            c.target_spec.supported_ops = ops  # never SELECT_TF_OPS
-            if quantize != "none":
-                c.optimizations = [tf.lite.Optimize.DEFAULT]
-            if quantize in ("int8", "int16x8"):
-                clips = np.asarray(calibration, np.float32)
-
-                def representative():
-                    for clip in clips:
-                        yield [clip[None]]
-
-                c.representative_dataset = representative
-            return c
-
-        def convert(ops):
-            with native_output_muted():  # the calibrator prints C++ lines on stdout
-                return converter(ops).convert()
-
-        if quantize == "int16x8":
-            # Float builtins as fallback: 16x8 has no kernel for some ops (LOG_SOFTMAX).
-            content = convert([tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
-                               tf.lite.OpsSet.TFLITE_BUILTINS])
-            notes["int16x8_mode"] = "int16 activations, int8 weights; float32 builtins where 16x8 has no kernel"
-        elif quantize == "int8":
-            try:
-                content = convert([tf.lite.OpsSet.TFLITE_BUILTINS_INT8])
-                notes["int8_mode"] = "full integer (TFLITE_BUILTINS_INT8)"
-            except Exception as e:  # noqa: BLE001 - the converter raises many kinds
-                # Some TF versions cannot integer-quantize every op of the unrolled GRU:
-                # keep those ops in float (builtins still) and say which they are.
-                notes["int8_mode"] = ("mixed: TFLITE_BUILTINS_INT8 + TFLITE_BUILTINS float "
-                                      f"fallback (strict int8 failed: {str(e).splitlines()[0][:200]})")
-                content = convert([tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS])
-        else:
-            content = convert([tf.lite.OpsSet.TFLITE_BUILTINS])
+        _write_serving_archive(lite, tmp)
+        content, notes = _convert(tmp, quantize, calibration)
     notes["ops"] = tflite.check_builtin_only(content, f"the {quantize} TFLite model")
     if quantize in ("int8", "int16x8"):
         floats = tflite.float_ops(content)
@@ -269,6 +156,55 @@ def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarr
             "has no integer kernel or calibration range for them; they run as float between "
             "DEQUANTIZE/QUANTIZE pairs")
     return content, notes
+
+
+def _write_serving_archive(lite, folder) -> None:
+    """The batch-1 model as a SavedModel with one "serve" endpoint: the converter's input."""
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(lite)
+    archive.add_endpoint("serve", _probability_fn(lite), input_signature=[
+        tf.TensorSpec((1, int(lite.input_shape[-1])), tf.float32, name="audio")])
+    archive.write_out(folder, verbose=False)
+
+
+def _convert(saved_model: str, quantize: str, calibration) -> tuple:
+    """Run the TFLite converter on builtin op sets only (never SELECT_TF_OPS)."""
+    import tensorflow as tf
+
+    from ._quiet import native_output_muted
+
+    def convert(ops):
+        c = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=["serve"])
+        c.target_spec.supported_ops = ops
+        if quantize != "none":
+            c.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize in ("int8", "int16x8"):
+            clips = np.asarray(calibration, np.float32)
+            c.representative_dataset = lambda: ([clip[None]] for clip in clips)
+        with native_output_muted():  # the calibrator prints C++ lines on stdout
+            return c.convert()
+
+    builtins = tf.lite.OpsSet.TFLITE_BUILTINS
+    if quantize == "int16x8":
+        # Float builtins as fallback: 16x8 has no kernel for some ops (LOG_SOFTMAX).
+        return (convert([tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                         builtins]),
+                {"int16x8_mode": "int16 activations, int8 weights; float32 builtins where 16x8 "
+                                 "has no kernel"})
+    if quantize != "int8":
+        return convert([builtins]), {}
+    try:
+        return (convert([tf.lite.OpsSet.TFLITE_BUILTINS_INT8]),
+                {"int8_mode": "full integer (TFLITE_BUILTINS_INT8)"})
+    except Exception as e:  # noqa: BLE001 - the converter raises many kinds
+        # Some TF versions cannot integer-quantize every op of the unrolled GRU:
+        # keep those ops in float (builtins still) and say which they are.
+        mode = ("mixed: TFLITE_BUILTINS_INT8 + TFLITE_BUILTINS float fallback "
+                f"(strict int8 failed: {str(e).splitlines()[0][:200]})")
+        return convert([tf.lite.OpsSet.TFLITE_BUILTINS_INT8, builtins]), {"int8_mode": mode}
 
 
 # ----------------------------------------------------------------------------- data
@@ -351,7 +287,7 @@ def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tfl
            quantize: Sequence[str] = ("none", "dynamic", "int8"), data: Optional[ExportData] = None,
            parity_clips: int = 64, max_drop: float = 1.0, log=print) -> dict:
     """Export ``model_path`` (a model.keras) and return the model card (also written to disk)."""
-    from . import artifacts, tflite
+    from . import artifacts
 
     model_path = Path(model_path)
     model, info = artifacts.load_model(model_path, compile=False)
@@ -364,12 +300,38 @@ def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tfl
     if unknown:
         raise ValueError(f"unknown format(s) {', '.join(sorted(unknown))}; use savedmodel, tflite or all")
     if data is None:
-        raise ValueError("export needs real clips for its checks: pass --data (the dataset folder)")
+        raise ValueError("export needs real clips for its checks: the dataset folder it was trained on")
     if data.audio.shape[1:] != (samples,):
         raise ValueError(f"evaluation clips have shape {data.audio.shape[1:]}, the model takes ({samples},)")
 
-    card_path = out / "model_card.json"
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card = _model_card(out / "model_card.json", model_path, info, samples)
+    reference = keras_probabilities(model, data.audio[:parity_clips])
+    keras_eval = keras_probabilities(model, data.audio)
+    accuracy = {"keras": float((keras_eval.argmax(-1) == data.labels).mean())}
+    log(f"{model_path}: {info.get('variant') or 'model'} at {rate} Hz, {len(labels)} labels; "
+        f"checks on {len(data.audio)} {data.split} clips (Keras accuracy {accuracy['keras']:.4f})")
+    artifacts.write_text(out / "labels.txt", "".join(f"{w}\n" for w in labels))
+    if "savedmodel" in formats:
+        card["exports"]["savedmodel"] = _checked_savedmodel(model, labels, out, data, reference, log)
+    for q in quantize:
+        key = "tflite_float32" if q == "none" else f"tflite_{q}"
+        card["exports"][key] = _checked_tflite(model, q, out, data, reference, accuracy,
+                                               max_drop, log)
+    artifacts.make_readable(out)
+    card["evaluation"] = {"split": data.split, "clips": int(len(data.labels)), "source": data.source,
+                          "accuracy": {**accuracy, **{k: v[f"{data.split}_accuracy"]
+                                                      for k, v in card["exports"].items()
+                                                      if f"{data.split}_accuracy" in v}}}
+    artifacts.write_json(out / "model_card.json", card)
+    artifacts.make_readable(out)
+    log(f"wrote {out}/ (labels.txt, model_card.json)")
+    return card
+
+
+def _model_card(path: Path, model_path: Path, info: dict, samples: int) -> dict:
+    """The model card's description of the model (an earlier card's exports are kept)."""
+    labels, rate = list(info["labels"]), int(info["sample_rate"])
+    card = json.loads(path.read_text()) if path.is_file() else {}
     card.update({
         "name": run_name(model_path), "source": str(model_path),
         "variant": info.get("variant"), "sample_rate": rate, "labels": labels,
@@ -382,67 +344,56 @@ def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tfl
         "versions": _versions(),
     })
     card.setdefault("exports", {})
-    parity_audio = data.audio[:parity_clips]
-    reference = keras_probabilities(model, parity_audio)
-    keras_eval = keras_probabilities(model, data.audio)
-    accuracy = {"keras": float((keras_eval.argmax(-1) == data.labels).mean())}
-    log(f"{model_path}: {info.get('variant') or 'model'} at {rate} Hz, {len(labels)} labels; "
-        f"checks on {len(data.audio)} {data.split} clips (Keras accuracy {accuracy['keras']:.4f})")
-    artifacts.write_text(out / "labels.txt", "".join(f"{w}\n" for w in labels))
-
-    if "savedmodel" in formats:
-        dest = export_savedmodel(model, labels, out / "savedmodel")
-        runner = SavedModelRunner(dest)
-        parity = check_parity(reference, runner.probabilities(parity_audio), "the SavedModel")
-        labels_out = runner(parity_audio[:4])["label"]
-        if labels_out != [labels[i] for i in reference[:4].argmax(-1)]:
-            raise ExportError(f"the SavedModel's label output {labels_out} does not match its probabilities")
-        size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-        card["exports"]["savedmodel"] = {"path": "savedmodel", "size_bytes": size,
-                                         "signature": "serving_default", "parity": parity}
-        log(f"  savedmodel            {size / 1e6:7.2f} MB  parity max|diff| {parity['max_abs_diff']:.2e}, "
-            f"same top-1 on {parity['clips']} clips  -> {dest}")
-
-    for q in quantize:
-        content, notes = convert_tflite(model, q, data.calibration)
-        lite = tflite.TFLiteModel(content)
-        probs = lite.probabilities(data.audio)
-        acc = float((probs.argmax(-1) == data.labels).mean())
-        key = "tflite_float32" if q == "none" else f"tflite_{q}"
-        entry = {"path": TFLITE_FILES[q], "size_bytes": len(content), "ops": notes["ops"],
-                 f"{data.split}_accuracy": acc, "clips": int(len(data.labels))}
-        if q == "none":
-            entry["parity"] = check_parity(reference, probs[:len(parity_audio)], "the float32 TFLite model")
-            accuracy["float32"] = acc
-            line = f"parity max|diff| {entry['parity']['max_abs_diff']:.2e}, same top-1"
-        else:
-            base = accuracy.get("float32", accuracy["keras"])
-            drop = 100.0 * (base - acc)
-            entry.update(accuracy_drop_points=round(drop, 3), max_drop_points=max_drop,
-                         within_tolerance=bool(drop <= max_drop))
-            line = f"accuracy drop vs float {drop:+.2f} points"
-            if q in ("int8", "int16x8"):
-                entry.update({k: notes[k] for k in (f"{q}_mode", "float_ops", "float_ops_note")})
-                if notes["float_ops"]:
-                    line += f"; float ops kept: {notes['float_ops']}"
-        with artifacts.atomic_path(out / TFLITE_FILES[q]) as tmp:
-            tmp.write_bytes(content)
-        card["exports"][key] = entry
-        log(f"  {TFLITE_FILES[q]:21s} {len(content) / 1e6:7.2f} MB  {data.split} accuracy {acc:.4f}  {line}")
-        if q != "none" and not entry["within_tolerance"]:
-            hint = ("; --quantize int16x8 keeps int16 activations and usually float accuracy"
-                    if q == "int8" else "")
-            log(f"  WARNING: {TFLITE_FILES[q]} loses {drop:.2f} points of accuracy "
-                f"(limit {max_drop:g}){hint}")
-    _readable(out)
-    card["evaluation"] = {"split": data.split, "clips": int(len(data.labels)), "source": data.source,
-                          "accuracy": {**accuracy, **{k: v[f"{data.split}_accuracy"]
-                                                      for k, v in card["exports"].items()
-                                                      if f"{data.split}_accuracy" in v}}}
-    artifacts.write_json(card_path, card)
-    _readable(out)
-    log(f"wrote {out}/ (labels.txt, model_card.json)")
     return card
+
+
+def _checked_savedmodel(model, labels, out: Path, data: ExportData, reference, log) -> dict:
+    """Write the SavedModel; its probabilities and labels must match the Keras model's."""
+    dest = export_savedmodel(model, labels, out / "savedmodel")
+    runner = SavedModelRunner(dest)
+    audio = data.audio[:len(reference)]
+    parity = check_parity(reference, runner.probabilities(audio), "the SavedModel")
+    labels_out = runner(audio[:4])["label"]
+    if labels_out != [labels[i] for i in reference[:4].argmax(-1)]:
+        raise ExportError(f"the SavedModel's label output {labels_out} does not match its probabilities")
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    log(f"  savedmodel            {size / 1e6:7.2f} MB  parity max|diff| {parity['max_abs_diff']:.2e}, "
+        f"same top-1 on {parity['clips']} clips  -> {dest}")
+    return {"path": "savedmodel", "size_bytes": size, "signature": "serving_default", "parity": parity}
+
+
+def _checked_tflite(model, q: str, out: Path, data: ExportData, reference, accuracy: dict,
+                    max_drop: float, log) -> dict:
+    """Write one TFLite file: float32 must match Keras; a quantized one's accuracy drop is measured."""
+    from . import artifacts, tflite
+
+    content, notes = convert_tflite(model, q, data.calibration)
+    probs = tflite.TFLiteModel(content).probabilities(data.audio)
+    acc = float((probs.argmax(-1) == data.labels).mean())
+    entry = {"path": TFLITE_FILES[q], "size_bytes": len(content), "ops": notes["ops"],
+             f"{data.split}_accuracy": acc, "clips": int(len(data.labels))}
+    if q == "none":
+        entry["parity"] = check_parity(reference, probs[:len(reference)], "the float32 TFLite model")
+        accuracy["float32"] = acc
+        line = f"parity max|diff| {entry['parity']['max_abs_diff']:.2e}, same top-1"
+    else:
+        drop = 100.0 * (accuracy.get("float32", accuracy["keras"]) - acc)
+        entry.update(accuracy_drop_points=round(drop, 3), max_drop_points=max_drop,
+                     within_tolerance=bool(drop <= max_drop))
+        line = f"accuracy drop vs float {drop:+.2f} points"
+        if q in ("int8", "int16x8"):
+            entry.update({k: notes[k] for k in (f"{q}_mode", "float_ops", "float_ops_note")})
+            if notes["float_ops"]:
+                line += f"; float ops kept: {notes['float_ops']}"
+    with artifacts.atomic_path(out / TFLITE_FILES[q]) as tmp:
+        tmp.write_bytes(content)
+    log(f"  {TFLITE_FILES[q]:21s} {len(content) / 1e6:7.2f} MB  {data.split} accuracy {acc:.4f}  {line}")
+    if q != "none" and not entry["within_tolerance"]:
+        hint = ("; --quantize int16x8 keeps int16 activations and usually float accuracy"
+                if q == "int8" else "")
+        log(f"  WARNING: {TFLITE_FILES[q]} loses {drop:.2f} points of accuracy "
+            f"(limit {max_drop:g}){hint}")
+    return entry
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -52,7 +52,7 @@ class KerasScorer(Scorer):
         self.labels, self.sample_rate = list(info["labels"]), int(info["sample_rate"])
 
     def probabilities(self, audio, batch_size: int = 32):
-        from .export import softmax
+        from .runtime import softmax
 
         audio = np.asarray(audio, np.float32)
         out = []
@@ -68,7 +68,7 @@ class SavedModelScorer(Scorer):
     kind = "savedmodel"
 
     def __init__(self, folder):
-        from .export import SavedModelRunner
+        from .runtime import SavedModelRunner
 
         self.runner = SavedModelRunner(folder)
         self.sample_rate = self.runner.samples  # the model takes one second of audio

@@ -19,7 +19,8 @@ def write_history(path, history) -> None:
     artifacts.write_text(path, buf.getvalue())
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot drawing to files only (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +31,7 @@ def _pyplot():
 
 def plot_training_loss(path, batch_losses, history, steps_per_epoch, title) -> None:
     """Per-batch training loss with per-epoch validation loss, like the study's curves."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(np.arange(1, len(batch_losses) + 1), batch_losses, lw=0.8, alpha=0.8,
             label="training loss (per batch)")
@@ -49,12 +50,12 @@ def save_figure(fig, path) -> None:
     fig.tight_layout()
     with artifacts.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def plot_confusion(path, confusion, labels, title) -> None:
     """Row-normalised confusion matrix (each row: where that word's clips went)."""
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(confusion, dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     k = len(labels)

@@ -186,12 +186,14 @@ def make_optimizer(recipe: dict, steps_per_epoch: int):
     raise ValueError(f"unknown optimizer {recipe['optimizer']!r}; use 'sgd' or 'adam'")
 
 
-def compile_model(model, recipe: dict, steps_per_epoch: int, jit_compile=False):
+def compile_model(model, recipe: dict, steps_per_epoch: int, jit_compile=False,
+                  steps_per_execution: int = 1):
     # Both heads train with the same loss: log_softmax outputs are valid logits
     # (log_softmax is idempotent), so NLL on log-probabilities == cross-entropy on logits.
     model.compile(optimizer=make_optimizer(recipe, steps_per_epoch),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=jit_compile)
+                  metrics=["accuracy"], jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution)
     return model
 
 

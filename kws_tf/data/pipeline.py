@@ -182,12 +182,12 @@ def make_dataset(root, split, sample_rate: int = SAMPLE_RATE, batch_size: int = 
       :func:`augment_dataset` options.
     - ``on_error``: "raise" (default) or "skip" unreadable clips (reported as a DataWarning).
     """
-    ds, _ = _build(root, split, sample_rate, batch_size, shuffle, seed, augment, cache, on_error,
-                   drop_remainder)
+    ds, _ = _build(root, split, sample_rate, batch_size, shuffle=shuffle, seed=seed,
+                   augment=augment, cache=cache, on_error=on_error, drop_remainder=drop_remainder)
     return ds
 
 
-def _build(root, split, sample_rate, batch_size, shuffle, seed, augment, cache, on_error,
+def _build(root, split, sample_rate, batch_size, *, shuffle, seed, augment, cache, on_error,
            drop_remainder):
     import tensorflow as tf
 
@@ -228,7 +228,8 @@ def load_arrays(root, split, sample_rate: int = SAMPLE_RATE, on_error: str = "ra
 
     The same decoding and resampling as :func:`make_dataset`, in split order, no augmentation.
     """
-    ds, clips = _build(root, split, sample_rate, batch_size, False, 0, None, False, on_error, False)
+    ds, clips = _build(root, split, sample_rate, batch_size, shuffle=False, seed=0, augment=None,
+                       cache=False, on_error=on_error, drop_remainder=False)
     audio = np.empty((len(clips), int(sample_rate)), np.float32)  # preallocated: no 2x peak
     labels = np.empty(len(clips), np.int32)
     i = 0
