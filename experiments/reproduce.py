@@ -302,7 +302,11 @@ def main(argv=None, load_data=None) -> int:
 
     output = Path(args.output)
     check_output_dir(output)
-    lock = hold_lock(output)  # noqa: F841  (held until main returns)
+    with hold_lock(output):  # released when this run ends, however it ends
+        return _reproduce(args, output, load_data)
+
+
+def _reproduce(args, output: Path, load_data) -> int:
     requested = [(v, r) for r in args.rates for v in args.variants]
     todo = {}
     for v, rate in requested:

@@ -18,6 +18,7 @@ leaderboard, the workers train:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -477,8 +478,14 @@ def main(argv=None, load_data=None) -> int:
     args = parse_args(argv)
     reuse_cpu_memory(args.reuse_cpu_memory)  # before TensorFlow allocates anything
     who = role()
-    if who != "worker":  # the process that holds the oracle: one per search
-        lock = hold_lock(Path(args.directory) / args.project_name)  # noqa: F841
+    # The process that holds the oracle: one per search (released when the search ends).
+    lock = (hold_lock(Path(args.directory) / args.project_name) if who != "worker"
+            else contextlib.nullcontext())
+    with lock:
+        return _search(args, who, load_data)
+
+
+def _search(args, who: str, load_data) -> int:
     if load_data is None:
         from kws_tf.data import resolve_data
 

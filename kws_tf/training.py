@@ -543,8 +543,12 @@ def predict_scores(model, audio, batch_size: int = 100) -> np.ndarray:
     """Scores of an array of clips, or of a whole split read a batch at a time."""
     if not isinstance(audio, np.ndarray):
         rate = artifacts.model_sample_rate(model)
-        audio = _eval_batches(audio, batch_size, rate).map(lambda x, y: x)
+        audio = _eval_batches(audio, batch_size, rate).map(_audio_only)
     return np.asarray(model.predict(audio, batch_size=batch_size, verbose=0), dtype="float64")
+
+
+def _audio_only(audio, label):
+    return audio
 
 
 def evaluate_arrays(model, split, labels, batch_size: int = 100) -> dict:
