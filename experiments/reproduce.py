@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from kws_tf import artifacts, cli, reports
-from kws_tf.cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory
+from kws_tf.cpu_memory import reuse_cpu_memory
+from kws_tf.fit_cli import add_fit_args, fit_config_from_args
 from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant, get_variant
 
 CELL_RECORD = "cell.json"
@@ -48,10 +49,7 @@ def parse_args(argv=None):
                    help="folder for results.* and the cells/ run folders (default runs/reproduce)")
     p.add_argument("--note", default="",
                    help="one line printed at the top of results.md (e.g. what data this is)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="XLA-compile the training step (default: the fit path's default)")
-    add_reuse_cpu_memory_flag(p)
+    add_fit_args(p, recipe=False)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     try:
@@ -95,14 +93,12 @@ def finished_cell(folder: Path):
 
 
 def run_cell(variant: Variant, rate: int, data, args, output: Path) -> dict:
-    from kws_tf.training import FitConfig, fit
+    from kws_tf.training import fit
 
     folder = output / "cells" / cell_name(variant.name, rate)
     cell_variant, epochs = cell_recipe(variant, args.epochs_scale)
-    config = FitConfig(sample_rate=rate, epochs=epochs, seed=args.seed,
-                       reuse_cpu_memory=args.reuse_cpu_memory, verbose=0 if args.quiet else 1)
-    if args.jit_compile is not None:
-        config.jit_compile = args.jit_compile
+    config = fit_config_from_args(args, sample_rate=rate, epochs=epochs,
+                                  verbose=0 if args.quiet else 1)
     resumed = (folder / "checkpoints" / "state.json").exists()
     start = time.perf_counter()
     fit(cell_variant, data, config, output=folder, resume=True,

@@ -19,19 +19,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import keras
 import keras_tuner as kt
 
 from kws_tf import artifacts, cli, reports
-from kws_tf.cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory
-from kws_tf.distribute import add_strategy_flag
+from kws_tf.cpu_memory import reuse_cpu_memory
+from kws_tf.fit_cli import add_fit_args, fit_config_from_args
 from kws_tf.models import build_model
+from kws_tf.training import FitConfig
 from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant
 
 # ----------------------------------------------------------------------------- the space
@@ -93,18 +96,16 @@ def which_study_variant(values: dict):
     return None
 
 
-def variant_from_values(values: dict, epochs: int, name: str = "tuned",
-                        width: float = 1.0) -> Variant:
-    """A ``Variant`` for one point of the space (``width`` < 1 shrinks layers: tests only).
+def variant_from_values(values: dict, epochs: int, name: str = "tuned") -> Variant:
+    """A ``Variant`` for one point of the space.
 
     Study points get the study's architecture; the recipe is the point's (constant learning
     rate: gru2's StepLR is not an axis the study searched over).
     """
-    shrink = lambda n: max(4, int(round(n * width)))  # noqa: E731
-    channels = tuple(shrink(c) for c in CONV_CHANNELS[int(values["conv_blocks"])])
+    channels = CONV_CHANNELS[int(values["conv_blocks"])]
     wd = float(values.get("weight_decay", 0.0)) if values["optimizer"] == "sgd" else 0.0
     return BASE.replace(
-        name=name, conv_channels=channels, gru_units=shrink(int(values["gru_units"])),
+        name=name, conv_channels=channels, gru_units=int(values["gru_units"]),
         head=values["head"], optimizer=values["optimizer"],
         learning_rate=float(values["learning_rate"]), weight_decay=wd, lr_step_epochs=None,
         batch_size=int(values["batch_size"]), epochs=int(epochs), trainable_params=0,
@@ -159,26 +160,23 @@ class WarmStart(keras.callbacks.Callback):
 class KwsHyperModel(kt.HyperModel):
     """The study's model family over the study's axes; ``fit`` is ``kws_tf.training.fit``."""
 
-    def __init__(self, data: DataSource, epochs: int = 10, patience: int = 3, seed: int = 0,
-                 width: float = 1.0, strategy: str = "none", jit_compile: bool = False,
-                 verbose: int = 0, reuse_cpu_memory: bool = True):
+    def __init__(self, data: DataSource, epochs: int = 10, patience: int = 3,
+                 config: Optional[FitConfig] = None):
         super().__init__(name="kws_gru")
-        self.data, self.epochs, self.patience, self.seed = data, epochs, patience, seed
-        self.width, self.strategy, self.jit_compile, self.verbose = (
-            width, strategy, jit_compile, verbose)
-        self.reuse_cpu_memory = reuse_cpu_memory
+        self.data, self.epochs, self.patience = data, epochs, patience
+        self.config = config or FitConfig(verbose=0)  # every trial's settings but the rate
 
     def build(self, hp):
         # keras-tuner calls this before each trial (to declare the hyperparameters and count
         # parameters); ``fit`` builds its own model through the fit path, which also handles
         # resuming and the fast build, so this one is not trained.
         values = declare(hp)
-        variant = variant_from_values(values, self.epochs, width=self.width)
+        variant = variant_from_values(values, self.epochs)
         return build_model(variant, values["sample_rate"], num_classes=len(self.data.labels))
 
     def fit(self, hp, model, *args, output=None, trial_id=None, warm_start=None,
             epochs=None, initial_epoch=0, callbacks=(), **kwargs):
-        from kws_tf.training import FitConfig, TrainingError
+        from kws_tf.training import TrainingError
         from kws_tf.training import fit as kws_fit
 
         values = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
@@ -189,13 +187,10 @@ class KwsHyperModel(kt.HyperModel):
             # Hyperband: continue the parent trial's best weights for the remaining epochs.
             epochs -= int(initial_epoch)
             callbacks.insert(0, WarmStart(_load_weights(warm_start)))
-        variant = variant_from_values(point, epochs, name=f"trial{trial_id or ''}",
-                                      width=self.width)
+        variant = variant_from_values(point, epochs, name=f"trial{trial_id or ''}")
         data = self.data.get(point["sample_rate"])
-        config = FitConfig(sample_rate=point["sample_rate"], seed=self.seed,
-                           early_stopping=self.patience, jit_compile=self.jit_compile,
-                           reuse_cpu_memory=self.reuse_cpu_memory, verbose=self.verbose,
-                           strategy=self.strategy)
+        config = dataclasses.replace(self.config, sample_rate=point["sample_rate"],
+                                     early_stopping=self.patience)
         tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
         print(f"trial {trial_id} on {tuner_id}: {variant.describe()} at "
               f"{point['sample_rate']} Hz", flush=True)
@@ -300,9 +295,7 @@ def make_tuner(args, data: DataSource) -> KwsTuner:
     oracle = make_oracle(args.algorithm, args.objective, args.max_trials, args.epochs,
                          args.seed, study_points(rates))
     hypermodel = KwsHyperModel(data, epochs=args.epochs, patience=args.patience,
-                               seed=args.seed, width=args.width, strategy=args.strategy,
-                               jit_compile=bool(args.jit_compile), verbose=int(args.verbose),
-                               reuse_cpu_memory=args.reuse_cpu_memory)
+                               config=fit_config_from_args(args, verbose=int(args.verbose)))
     return KwsTuner(oracle=oracle, hypermodel=hypermodel, directory=args.directory,
                     project_name=args.project_name, overwrite=False)
 
@@ -392,19 +385,17 @@ def write_reports(tuner, args) -> list:
 
 
 def export_best(tuner, data: DataSource, args):
-    from kws_tf.training import FitConfig, fit
+    from kws_tf.training import fit
 
     best = tuner.oracle.get_best_trials(1)
     if not best or best[0].status != "COMPLETED":
         raise ValueError("no completed trial to export")
     trial = best[0]
     values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
-    variant = variant_from_values(values, args.epochs, name=f"trial{trial.trial_id}",
-                                  width=args.width)
+    variant = variant_from_values(values, args.epochs, name=f"trial{trial.trial_id}")
     rate = int(values["sample_rate"])
-    config = FitConfig(sample_rate=rate, seed=args.seed, early_stopping=args.patience,
-                       jit_compile=bool(args.jit_compile), verbose=int(args.verbose),
-                       reuse_cpu_memory=args.reuse_cpu_memory)
+    config = fit_config_from_args(args, sample_rate=rate, early_stopping=args.patience,
+                                  verbose=int(args.verbose))
     print(f"Retraining the best trial {trial.trial_id} into {args.export_best}")
     return fit(variant, data.get(rate), config, output=args.export_best, resume=True,
                extra_config={"experiment": "tune --export-best", "trial_id": trial.trial_id,
@@ -433,12 +424,7 @@ def parse_args(argv=None):
     p.add_argument("--export-best", metavar="RUN_FOLDER",
                    help="after the search, retrain the best trial into this run folder")
     # Trials spread over processes with keras-tuner's chief/workers; within one: mirrored.
-    add_strategy_flag(p, choices=("none", "mirrored"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jit-compile", action="store_true", help="XLA-compile the training step")
-    add_reuse_cpu_memory_flag(p)
-    p.add_argument("--width", type=float, default=1.0,
-                   help="scale channels and GRU units (smoke tests only; default 1)")
+    add_fit_args(p, recipe=False, strategies=("none", "mirrored"))
     p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
                    help="progress output of each trial's fit (default 0)")
     args = p.parse_args(argv)
@@ -451,8 +437,8 @@ def parse_args(argv=None):
             p.error(f"--study-rates: expected rates like 16000,8000, got {args.study_rates!r}")
         if any(r not in SAMPLE_RATES for r in args.study_rates):
             p.error(f"--study-rates must be among {SAMPLE_RATES}")
-    if args.max_trials < 0 or args.epochs < 1 or args.patience < 1 or not args.width > 0:
-        p.error("--max-trials must be >= 0, --epochs and --patience >= 1, --width > 0")
+    if args.max_trials < 0 or args.epochs < 1 or args.patience < 1:
+        p.error("--max-trials must be >= 0, --epochs and --patience >= 1")
     args.max_trials = args.max_trials or None
     if args.algorithm != "hyperband" and not args.max_trials:
         p.error("--max-trials 0 (no cap) is only meaningful with --algorithm hyperband")

@@ -86,12 +86,11 @@ def trained_run(root: Path):
         folder = Path(os.environ["KWS_SMALL_RUN"])
         _CACHE["run"] = (folder, training_data(root), json.loads((folder / "metrics.json").read_text()))
     if "run" not in _CACHE:
-        from kws_tf import get_variant
+        from conftest import tiny_variant
         from kws_tf.training import FitConfig, fit
 
-        variant = get_variant("gru1").replace(name="small", conv_channels=(16, 32, 32, 32),
-                                              gru_units=32, optimizer="adam",
-                                              lr_step_epochs=LR_STEP_EPOCHS, lr_gamma=LR_GAMMA)
+        variant = tiny_variant("gru1", name="small", conv_channels=(16, 32, 32, 32), gru_units=32,
+                               optimizer="adam", lr_step_epochs=LR_STEP_EPOCHS, lr_gamma=LR_GAMMA)
         data = training_data(root)
         folder = Path(tempfile.mkdtemp(prefix="kws-small-"))
         atexit.register(shutil.rmtree, folder, True)

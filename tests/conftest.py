@@ -1,6 +1,6 @@
 import os
 import pathlib
-import wave
+import struct
 
 import numpy as np
 import pytest
@@ -25,14 +25,64 @@ def subset_root():
     return SUBSET
 
 
-def write_wav(path, audio, rate=16000):
-    """A 16-bit mono WAV, as in Speech Commands."""
+def wav_bytes(x, rate=16000, bits=16, encoding="pcm", extensible=False, channels=1):
+    """A WAV file's bytes, written here independently of kws_tf.
+
+    x: (frames,) or (frames, ch) floats in [-1, 1] (clipped); ``channels`` > 1 repeats a mono x.
+    """
+    x = np.clip(np.asarray(x, np.float64), -1, 1)
+    x = x[:, None] if x.ndim == 1 else x
+    if channels > 1 and x.shape[1] == 1:
+        x = np.repeat(x, channels, axis=1)
+    if encoding == "float":
+        data = x.astype(f"<f{bits // 8}").tobytes()
+    elif bits == 8:
+        data = (np.round(x * 127) + 128).astype(np.uint8).tobytes()
+    elif bits == 24:
+        v = np.round(x * (2 ** 23 - 1)).astype("<i4")
+        data = v.view(np.uint8).reshape(*v.shape, 4)[..., :3].tobytes()
+    else:
+        data = np.round(x * (2 ** (bits - 1) - 1)).astype(f"<i{bits // 8}").tobytes()
+    tag = 3 if encoding == "float" else 1
+    ch = x.shape[1]
+    fmt = struct.pack("<HHIIHH", 0xFFFE if extensible else tag, ch, rate, rate * ch * bits // 8,
+                      ch * bits // 8, bits)
+    if extensible:  # cbSize, valid bits, channel mask, sub-format GUID (starts with the tag)
+        fmt += struct.pack("<HHI", 22, bits, 0) + struct.pack("<H", tag) + bytes(14)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def write_wav(path, audio, rate=16000, **kw):
+    """Write ``wav_bytes(audio, rate, **kw)`` (default: 16-bit mono, as in Speech Commands)."""
+    path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    path.write_bytes(wav_bytes(audio, rate, **kw))
+    return path
+
+
+def tiny_variant(base="gru1", name="tiny", **changes):
+    """The study's block structure at a size that trains in seconds: the tests' one shrunk model."""
+    from kws_tf import get_variant
+
+    return get_variant(base).replace(name=name, **{"conv_channels": (8, 16), "gru_units": 8,
+                                                   **changes})
+
+
+def tiny_data(root, rate):
+    """Three classes of tones, in memory: 40 training, 12 validation, 12 test clips."""
+    from kws_tf.training import SplitArrays, TrainingData
+
+    rng = np.random.default_rng(rate)
+
+    def split(n):
+        y = rng.integers(0, 3, n).astype("int32")
+        t = np.arange(rate)
+        x = 0.5 * np.sin(t[None, :] * (y[:, None] + 1) * 0.05) + rng.uniform(-0.1, 0.1, (n, rate))
+        return SplitArrays(x.astype("float32"), y)
+
+    return TrainingData(None, ["a", "b", "c"], rate,
+                        {"training": split(40), "validation": split(12), "testing": split(12)})
 
 
 TINY_WORDS = ("down", "go", "yes")
@@ -72,3 +122,16 @@ def exported(subset_root):
     import _small_kws
 
     return _small_kws.exported(subset_root)
+
+
+def shrink_trials(tune, setattr=setattr):
+    """Make experiments/tune.py's trials train tiny_variant-sized models (channels and GRU units
+    / 16, at least 4): the search, its reports and resume work as at full size, in seconds."""
+    full = tune.variant_from_values
+
+    def tiny(values, epochs, name="tuned"):
+        v = full(values, epochs, name)
+        return tiny_variant(v, name=v.name, conv_channels=tuple(max(4, c // 16) for c in v.conv_channels),
+                            gru_units=max(4, v.gru_units // 16))
+
+    setattr(tune, "variant_from_values", tiny)

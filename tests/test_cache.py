@@ -10,13 +10,12 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO, write_wav
-from kws_tf import get_variant
+from conftest import REPO, tiny_variant, write_wav
 from kws_tf.data import DataError, DataWarning, load_arrays, open_decoded, stream_batches
 from kws_tf.data import cache as kcache
 from kws_tf.training import FitConfig, SplitArrays, TrainingData, fit, load_training_data
 
-TINY = get_variant("gru1").replace(name="tiny", conv_channels=(8, 16), gru_units=8)
+TINY = tiny_variant("gru1")
 CFG = dict(sample_rate=8000, epochs=3, batch_size=5, verbose=0, jit_compile=False)
 
 
@@ -78,7 +77,7 @@ def test_edited_dataset_gets_a_new_cache(root, cache):
     second = open_decoded(root, cache_dir=cache)
     assert second.folder != first.folder
     row = second["training"].files.index("yes/00000000_nohash_0.wav")
-    np.testing.assert_array_equal(second["training"].read([row])[0], np.full(16000, 8191, np.int16))
+    np.testing.assert_array_equal(second["training"].read([row])[0], np.full(16000, 8192, np.int16))
 
 
 def test_cache_dir_defaults_under_kws_tf_cache(root, tmp_path, monkeypatch):

@@ -3,51 +3,17 @@ import os
 import struct
 import subprocess
 import sys
-import wave
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO
+from conftest import REPO, wav_bytes, write_wav
 from kws_tf import Resample
 from kws_tf import data as kdata
 from kws_tf.data import DataError, DataWarning
 
 RATE = 16000
-
-
-# --------------------------------------------------------------------------- writing WAVs
-def wav_bytes(x, rate=RATE, bits=16, encoding="pcm", extensible=False):
-    """A WAV file's bytes, written here independently of kws_tf: x is (frames,) or (frames, ch)."""
-    x = np.asarray(x, np.float64)
-    x = x[:, None] if x.ndim == 1 else x
-    if encoding == "float":
-        data = x.astype(f"<f{bits // 8}").tobytes()
-    elif bits == 8:
-        data = (np.round(x * 127) + 128).astype(np.uint8).tobytes()
-    elif bits == 24:
-        v = np.round(x * (2 ** 23 - 1)).astype("<i4")
-        data = v.view(np.uint8).reshape(*v.shape, 4)[..., :3].tobytes()
-    else:
-        data = np.round(x * (2 ** (bits - 1) - 1)).astype(f"<i{bits // 8}").tobytes()
-    tag = 3 if encoding == "float" else 1
-    ch = x.shape[1]
-    fmt = struct.pack("<HHIIHH", 0xFFFE if extensible else tag, ch, rate, rate * ch * bits // 8,
-                      ch * bits // 8, bits)
-    if extensible:  # cbSize, valid bits, channel mask, sub-format GUID (starts with the tag)
-        fmt += struct.pack("<HHI", 22, bits, 0) + struct.pack("<H", tag) + bytes(14)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
-    return b"RIFF" + struct.pack("<I", len(body)) + body
-
-
-def write16(path, x, rate=RATE):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.round(np.asarray(x) * 32767).astype("<i2").tobytes())
 
 
 def layout(root, clips, validation=(), testing=()):
@@ -58,7 +24,7 @@ def layout(root, clips, validation=(), testing=()):
         if isinstance(content, bytes):
             path.write_bytes(content)
         else:
-            write16(path, content)
+            write_wav(path, content)
     (root / "validation_list.txt").write_text("".join(f"{r}\n" for r in validation))
     (root / "testing_list.txt").write_text("".join(f"{r}\n" for r in testing))
     return root
@@ -69,7 +35,7 @@ def tone(freq, n=RATE, amp=0.5, rate=RATE):
 
 
 def q16(x):
-    """What a 16-bit file written by write16 decodes to."""
+    """What a 16-bit file written by write_wav decodes to."""
     return np.round(np.asarray(x) * 32767) / 32768
 
 

@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from conftest import wav_bytes
 from kws_tf import data as kdata
 from kws_tf.data import DataError
 from kws_tf.data import archive as download_module
@@ -20,26 +21,14 @@ def _archive() -> bytes:
              "LICENSE": b"CC-BY-4.0\n"}
     for word in ("yes", "no"):
         for speaker in ("a", "b", "c"):
-            files[f"{word}/{speaker}_nohash_0.wav"] = _wav(rng.normal(0, 0.1, 16000))
-    files["_background_noise_/white_noise.wav"] = _wav(rng.normal(0, 0.1, 32000))
+            files[f"{word}/{speaker}_nohash_0.wav"] = wav_bytes(rng.normal(0, 0.1, 16000))
+    files["_background_noise_/white_noise.wav"] = wav_bytes(rng.normal(0, 0.1, 32000))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name, data in files.items():
             info = tarfile.TarInfo("./" + name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _wav(x) -> bytes:
-    import wave
-
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
     return buf.getvalue()
 
 

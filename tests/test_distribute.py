@@ -15,10 +15,11 @@ from kws_tf.data import open_decoded
 FIT = textwrap.dedent("""
     import json, sys
     import keras
-    from kws_tf import get_variant
+    sys.path.insert(0, TESTS)
+    from conftest import tiny_variant
     from kws_tf.training import FitConfig, fit, load_training_data
 
-    TINY = get_variant("gru1").replace(name="tiny", conv_channels=(8, 16), gru_units=8)
+    TINY = tiny_variant("gru1")
     CFG = dict(sample_rate=8000, epochs=3, batch_size=6, verbose=0, jit_compile=False,
                strategy=STRATEGY)
 
@@ -30,7 +31,8 @@ FIT = textwrap.dedent("""
 
 def _script(root, cache, strategy, body, prelude=""):
     return (prelude + FIT.replace("STRATEGY", repr(strategy)).replace("ROOT", repr(str(root)))
-            .replace("CACHE", repr(str(cache))) + textwrap.dedent(body))
+            .replace("CACHE", repr(str(cache))).replace("TESTS", repr(str(REPO / "tests")))
+            + textwrap.dedent(body))
 
 
 def _python(script, env=None, **kw):

@@ -1,11 +1,11 @@
 """predict: the three model formats agree on real clips, any WAV format, bad files, streaming."""
 import json
-import wave
 
 import numpy as np
 import pytest
 
 import _small_kws as small
+from conftest import write_wav
 from kws_tf.data import read_wav
 from kws_tf.predict import (RecognizeCommands, load_scorer, main, read_clip, stream,
                              window_starts)
@@ -38,22 +38,6 @@ def confident_clips(subset_root, models):
             chosen.setdefault(word, []).append(f)
     assert set(chosen) == set(small.WORDS), {w: len(v) for w, v in chosen.items()}
     return chosen
-
-
-def _write(path, x, rate, channels=1, bits=16):
-    x = np.clip(np.asarray(x, np.float64), -1, 1)
-    if channels > 1:
-        x = np.stack([x] * channels, axis=1)
-    if bits == 8:
-        data = np.round(x * 127 + 128).astype(np.uint8).tobytes()
-    else:
-        data = np.round(x * 32767).astype("<i2").tobytes()
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(bits // 8)
-        w.setframerate(rate)
-        w.writeframes(data)
-    return path
 
 
 def _json_lines(text):
@@ -91,10 +75,10 @@ def test_any_wav_format_gives_the_same_top1(models, confident_clips, tmp_path):
         x, rate = read_wav(original)
         assert rate == 16000
         variants = [
-            _write(tmp_path / f"{word}-8bit.wav", x, rate, bits=8),
-            _write(tmp_path / f"{word}-stereo.wav", x, rate, channels=2),
-            _write(tmp_path / f"{word}-44k.wav", resample(x, 16000, 44100), 44100),
-            _write(tmp_path / f"{word}-8k.wav", resample(x, 16000, 8000), 8000),
+            write_wav(tmp_path / f"{word}-8bit.wav", x, rate, bits=8),
+            write_wav(tmp_path / f"{word}-stereo.wav", x, rate, channels=2),
+            write_wav(tmp_path / f"{word}-44k.wav", resample(x, 16000, 44100), 44100),
+            write_wav(tmp_path / f"{word}-8k.wav", resample(x, 16000, 8000), 8000),
         ]
         clips = np.stack([read_clip(f, scorer.sample_rate) for f in [original, *variants]])
         top = [scorer.labels[i] for i in scorer.probabilities(clips).argmax(-1)]
@@ -290,7 +274,7 @@ def test_stream_on_controlled_scores():
 def test_stream_cli_reports_what_the_detector_finds(monkeypatch, tmp_path, capsys):
     import kws_tf.predict as predict
 
-    path = _write(tmp_path / "track.wav", _track(SEGMENTS), 16000)
+    path = write_wav(tmp_path / "track.wav", _track(SEGMENTS), 16000)
     monkeypatch.setattr(predict, "load_scorer", lambda _: TrackScorer())
     assert main(["model.stub", str(path), "--stream", "--json"]) == 0
     rows = _json_lines(capsys.readouterr().out)
@@ -364,7 +348,7 @@ def test_stream_finds_the_words_of_a_long_recording(models, streaming_clips, sub
         parts.append(_context(read_wav(streaming_clips[word])[0]))
         placed.append((word, t + PAD))
         t += 1.0 + 2 * PAD
-    long_wav = _write(tmp_path / "long.wav", np.concatenate(parts), 16000)
+    long_wav = write_wav(tmp_path / "long.wav", np.concatenate(parts), 16000)
 
     for kind in ("keras", "tflite", "int8"):
         assert main([str(models[kind]), str(long_wav), "--stream", "--json"]) == 0

@@ -4,30 +4,14 @@ import json
 import sys
 
 import keras
-import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, tiny_data
 
 sys.path.insert(0, str(REPO))
 from experiments import reproduce  # noqa: E402
 from kws_tf import training  # noqa: E402
-from kws_tf.training import SplitArrays, TrainingData  # noqa: E402
 from kws_tf.variants import VARIANTS  # noqa: E402
-
-
-def _split(rng, n, rate):
-    y = rng.integers(0, 3, n).astype("int32")
-    t = np.arange(rate)
-    x = 0.5 * np.sin(t[None, :] * (y[:, None] + 1) * 0.05) + rng.uniform(-0.1, 0.1, (n, rate))
-    return SplitArrays(x.astype("float32"), y)
-
-
-def tiny_data(root, rate):
-    rng = np.random.default_rng(rate)
-    return TrainingData(None, ["a", "b", "c"], rate,
-                        {"training": _split(rng, 40, rate), "validation": _split(rng, 12, rate),
-                         "testing": _split(rng, 12, rate)})
 
 
 @pytest.fixture(autouse=True)

@@ -4,14 +4,15 @@ import keras
 import numpy as np
 import pytest
 
-from kws_tf import artifacts, get_variant
+from conftest import tiny_variant
+from kws_tf import artifacts
 from kws_tf.training import (FitConfig, SplitArrays, TrainingData, TrainingError,
                              classification_metrics, fit, make_optimizer)
 
 # Small but real: the study's block structure with fewer channels, so a fit takes seconds.
-TINY = get_variant("gru1").replace(name="tiny", conv_channels=(8, 16), gru_units=8)
+TINY = tiny_variant("gru1")
 # gru2's recipe adds coupled weight decay and a StepLR schedule.
-TINY_WD = get_variant("gru2").replace(name="tiny_wd", conv_channels=(8, 16), gru_units=8)
+TINY_WD = tiny_variant("gru2", name="tiny_wd")
 
 
 def _split(rng, n, rate=8000):

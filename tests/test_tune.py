@@ -1,6 +1,6 @@
 """experiments/tune.py: the search space, study-first trials, leaderboard, resume, distributed.
 
-Trials train shrunken models (--width 1/16) on tiny data (in memory, or a few WAV files in the
+Trials train shrunken models (conftest.shrink_trials: layers / 16) on tiny data (in memory, or a few WAV files in the
 Speech Commands layout for the command-line tests), so each takes seconds.
 """
 import itertools
@@ -17,16 +17,15 @@ import keras
 import keras_tuner as kt
 import pytest
 
-from conftest import REPO
+from conftest import REPO, shrink_trials, tiny_data
 
 sys.path.insert(0, str(REPO))
 from experiments import tune  # noqa: E402
 from kws_tf.models import build_model, count_trainable_params  # noqa: E402
 from kws_tf.training import FitConfig, make_optimizer  # noqa: E402
 from kws_tf.variants import VARIANTS  # noqa: E402
-from test_reproduce import tiny_data  # noqa: E402
 
-TINY = ["--width", "0.0625", "--epochs", "2"]
+TINY = ["--epochs", "2", "--no-jit-compile"]  # XLA's compile costs more than these trials
 LABELS35 = [f"w{i}" for i in range(35)]
 
 
@@ -78,7 +77,12 @@ def test_hypermodel_builds_every_point_and_study_variants_match_build_model():
         make_optimizer(recipe, steps_per_epoch=10)
 
 
-def test_study_variants_are_the_first_trials(tmp_path):
+@pytest.fixture
+def tiny_trials(monkeypatch):
+    shrink_trials(tune, monkeypatch.setattr)
+
+
+def test_study_variants_are_the_first_trials(tmp_path, tiny_trials):
     args = tune.parse_args(["--directory", str(tmp_path), "--max-trials", "9",
                             "--study-rates", "16000,8000", *TINY])
     points = dict(tune.study_points([16000, 8000]))
@@ -99,7 +103,7 @@ def test_study_variants_are_the_first_trials(tmp_path):
         assert got == list(points)[:8], (algorithm, got)
 
 
-def test_random_search_writes_leaderboard_and_exports_best(tmp_path):
+def test_random_search_writes_leaderboard_and_exports_best(tmp_path, tiny_trials):
     out = tmp_path / "search"
     argv = ["--max-trials", "2", "--directory", str(out), "--study-rates", "8000",
             "--export-best", str(tmp_path / "best"), *TINY]
@@ -121,18 +125,18 @@ def test_random_search_writes_leaderboard_and_exports_best(tmp_path):
     assert best["trial_id"] == rows[0]["trial_id"] and (tmp_path / "best" / "model.keras").exists()
 
 
-def test_one_oracle_per_search_folder(tmp_path):
+def test_one_oracle_per_search_folder(tmp_path, tiny_trials):
     held = tune.hold_lock(tmp_path / "kws")
     with pytest.raises(ValueError, match="already runs the search"):
         tune.main(["--directory", str(tmp_path), *TINY], load_data=tiny_data)
     held.close()
 
 
-def test_mirrored_strategy_wraps_the_fit(tmp_path):
+def test_mirrored_strategy_wraps_the_fit(tmp_path, tiny_trials):
     import tensorflow as tf
 
-    hm = tune.KwsHyperModel(tune.DataSource(None, loader=tiny_data), epochs=1, width=0.0625,
-                            strategy="mirrored")
+    hm = tune.KwsHyperModel(tune.DataSource(None, loader=tiny_data), epochs=1,
+                            config=FitConfig(verbose=0, jit_compile=False, strategy="mirrored"))
     seen = {}
 
     class Probe(keras.callbacks.Callback):
@@ -151,7 +155,7 @@ def test_mirrored_strategy_wraps_the_fit(tmp_path):
 
 
 # ----------------------------------------------------------------------------- subprocesses
-TUNE = [sys.executable, str(REPO / "experiments" / "tune.py")]
+TUNE = [sys.executable, str(REPO / "tests" / "_tiny_tune.py"), "--no-jit-compile"]
 
 
 def _env(**extra):
@@ -176,7 +180,7 @@ def test_resume_after_sigkill_does_not_repeat_trials(tiny_root, tmp_path):
     out = tmp_path / "search"
     project = out / "kws"
     argv = [*TUNE, "--data", str(tiny_root), "--max-trials", "3", "--directory", str(out),
-            "--study-rates", "8000", "--width", "0.0625", "--epochs", "3"]
+            "--study-rates", "8000", "--epochs", "3"]
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(argv, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
@@ -215,7 +219,7 @@ def _free_port():
 def test_distributed_chief_and_two_workers_share_the_trials(tiny_root, tmp_path):
     out = tmp_path / "search"
     args = [*TUNE, "--data", str(tiny_root), "--max-trials", "3", "--directory", str(out),
-            "--study-rates", "8000", "--width", "0.0625", "--epochs", "1"]
+            "--study-rates", "8000", "--epochs", "1"]
     port = str(_free_port())
     procs, logs = {}, {}
     for name in ("chief", "worker0", "worker1"):
