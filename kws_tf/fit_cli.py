@@ -7,7 +7,6 @@ import argparse
 
 from .cpu_memory import add_reuse_cpu_memory_flag
 from .distribute import STRATEGIES, add_strategy_flag
-from .training import FitConfig
 
 
 def add_fit_args(parser, recipe: bool = True, strategies=STRATEGIES) -> None:
@@ -30,8 +29,10 @@ def add_fit_args(parser, recipe: bool = True, strategies=STRATEGIES) -> None:
     add_strategy_flag(parser, choices=strategies)
 
 
-def fit_config_from_args(args, **fields) -> FitConfig:
+def fit_config_from_args(args, **fields):
     """``FitConfig`` from parsed ``add_fit_args`` flags; ``fields`` set the rest (sample rate...)."""
+    from .training import FitConfig  # here, so that parsing arguments does not load TensorFlow
+
     config = {"seed": args.seed, "augment": args.augment, "mixed_precision": args.mixed_precision,
               "reuse_cpu_memory": args.reuse_cpu_memory, "strategy": args.strategy}
     if hasattr(args, "epochs") and hasattr(args, "lr"):

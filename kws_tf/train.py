@@ -11,8 +11,9 @@ import argparse
 import sys
 
 from . import cli
-from .cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory
-from .distribute import add_strategy_flag, make_strategy
+from .cpu_memory import reuse_cpu_memory
+from .distribute import make_strategy
+from .fit_cli import add_fit_args, fit_config_from_args
 
 
 def parse_args(argv=None):
@@ -27,22 +28,10 @@ def parse_args(argv=None):
     p.add_argument("--sample-rate", type=int, default=16000, choices=(16000, 8000),
                    help="model input rate; 8000 resamples the data like the study (default 16000)")
     cli.add_data_args(p)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--seed", type=int, default=0)
+    add_fit_args(p)
     p.add_argument("--output", help="run folder (default runs/<variant>-<rate>-<timestamp>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output from its last complete epoch")
-    p.add_argument("--augment", action="store_true",
-                   help="background-noise mixing and time shift (off in the study's recipe)")
-    p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="XLA-compile the training step, with the pool-before-ReLU build that "
-                        "computes the same function faster under XLA (default on: fastest "
-                        "measured on CPU; the first epoch pays a compile of ~30-60 s)")
-    p.add_argument("--mixed-precision", action="store_true", help="bfloat16 mixed precision")
-    add_reuse_cpu_memory_flag(p)
-    add_strategy_flag(p)
     p.add_argument("--max-steps-per-epoch", type=int, help="cap batches per epoch (smoke tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -59,21 +48,16 @@ def main(argv=None) -> int:
     reuse_cpu_memory(args.reuse_cpu_memory)  # before TensorFlow allocates anything
     make_strategy(args.strategy)  # multiworker: before TensorFlow runs anything
     from .data import resolve_data
-    from .training import FitConfig, check_output_dir, default_output, fit, load_training_data
+    from .training import check_output_dir, default_output, fit, load_training_data
     from pathlib import Path
 
     output = Path(args.output) if args.output else default_output(variant.name, args.sample_rate)
     check_output_dir(output)
     root = resolve_data(args.data)
     print(f"Data: {root}")
-    config = FitConfig(sample_rate=args.sample_rate, epochs=args.epochs,
-                       batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                       augment=args.augment, mixed_precision=args.mixed_precision,
-                       reuse_cpu_memory=args.reuse_cpu_memory,
-                       max_steps_per_epoch=args.max_steps_per_epoch, strategy=args.strategy,
-                       verbose=0 if args.quiet else 1)
-    if args.jit_compile is not None:
-        config.jit_compile = args.jit_compile
+    config = fit_config_from_args(args, sample_rate=args.sample_rate,
+                                  max_steps_per_epoch=args.max_steps_per_epoch,
+                                  verbose=0 if args.quiet else 1)
     data = load_training_data(root, args.sample_rate, on_error=args.on_error,
                               cache_dir=args.cache_dir)
     run = fit(variant, data, config, output=output, resume=args.resume)
