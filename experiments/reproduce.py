@@ -253,7 +253,7 @@ def write_summary(output: Path, args, requested) -> dict:
     import keras
     import tensorflow as tf
 
-    from kws_tf.training import cpu_model
+    from kws_tf.machine import cpu_model
 
     rows = collect(output)
     done = {(r["variant"], r["sample_rate"]) for r in rows}

@@ -25,6 +25,7 @@ import numpy as np
 from . import artifacts, reports
 from .cpu_memory import reuse_cpu_memory
 from .errors import TrainingError  # noqa: F401  (re-exported)
+from .machine import bf16_flags, cpu_model
 from .models import build_model, count_trainable_params
 from .variants import SAMPLE_RATES, Variant, get_variant
 
@@ -282,16 +283,6 @@ def environment() -> dict:
             "cpu": cpu_model()}
 
 
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def check_output_dir(output: Path) -> None:
     """Fail early, in one line, if the run folder cannot be written."""
     try:
@@ -324,6 +315,7 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
     # The BFC half only takes if TensorFlow has not allocated yet: the CLIs call this earlier.
     cpu_memory = reuse_cpu_memory(config.reuse_cpu_memory)
     if config.mixed_precision:
+        _check_bf16()
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     strategy = distribute.make_strategy(config.strategy)
     job = _Job(v, data, config, config.recipe(v), output, strategy, distribute.is_chief(strategy))
@@ -343,6 +335,16 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
     if not job.chief:  # the chief evaluates and writes the results
         return Run(output, model, data.labels, state["history"], state["best_epoch"], {})
     return _finish(job, model, state)
+
+
+def _check_bf16() -> None:
+    """Refuse bfloat16 where it would only be emulated: it would train slower than float32."""
+    import tensorflow as tf
+
+    if not bf16_flags() and not tf.config.list_logical_devices("GPU"):
+        raise ValueError("mixed precision (bfloat16) needs a CPU with avx512_bf16 or amx_bf16, "
+                         "or a GPU; this CPU would emulate it, slower than float32: train in "
+                         "float32 instead")
 
 
 @dataclasses.dataclass

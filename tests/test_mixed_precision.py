@@ -1,0 +1,59 @@
+"""--mixed-precision: bfloat16 computes what float32 does (within bf16's precision), and a CPU
+without bf16 instructions is refused instead of emulating bf16 slower than float32."""
+import keras
+import numpy as np
+import pytest
+
+from conftest import tiny_variant
+from kws_tf import build_model, training
+from kws_tf.training import FitConfig, fit
+
+# bfloat16 keeps 8 bits of mantissa: outputs within 2 % of their own scale.
+BF16_RTOL = 0.02
+
+
+@pytest.fixture
+def float32_after():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("variant", ["gru4", "gru1"])
+def test_bf16_build_computes_the_float32_function(variant, float32_after):
+    x = np.random.default_rng(0).normal(0, 0.1, (8, 8000)).astype("float32")
+    ref_model = build_model(variant, 8000)
+    ref = ref_model.predict(x, verbose=0)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = build_model(variant, 8000, fast=True)  # the training build, as --mixed-precision runs it
+    model.set_weights(ref_model.get_weights())
+    assert model.get_layer("block1_conv").compute_dtype == "bfloat16"
+    out = np.asarray(model.predict(x, verbose=0), np.float32)
+    assert out.dtype == np.float32 and np.abs(out - ref).max() <= BF16_RTOL * np.abs(ref).max()
+    assert np.abs(out - ref).max() > 0  # really computed in bf16
+
+
+def _data():
+    from conftest import tiny_data
+
+    return tiny_data(None, 8000)
+
+
+def test_cpu_without_bf16_is_refused_in_one_line(monkeypatch, tmp_path, float32_after):
+    monkeypatch.setattr(training, "bf16_flags", lambda: [])
+    with pytest.raises(ValueError, match="needs a CPU with avx512_bf16 or amx_bf16"):
+        fit(tiny_variant(), _data(), FitConfig(sample_rate=8000, epochs=1, batch_size=20, verbose=0,
+                                               jit_compile=False, mixed_precision=True),
+            output=tmp_path)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_bf16_fit_trains_where_the_cpu_has_it(monkeypatch, tmp_path, float32_after):
+    monkeypatch.setattr(training, "bf16_flags", lambda: ["avx512_bf16"])  # emulated elsewhere
+    run = fit(tiny_variant(), _data(), FitConfig(sample_rate=8000, epochs=2, batch_size=20,
+                                                 verbose=0, jit_compile=False,
+                                                 mixed_precision=True), output=tmp_path)
+    assert run.model.get_layer("block1_conv").compute_dtype == "bfloat16"
+    assert all(np.isfinite(r["loss"]) for r in run.history)
+    shipped = keras.models.load_model(tmp_path / "model.keras")
+    assert shipped.get_layer("gru").variable_dtype == "float32"  # weights stay float32
