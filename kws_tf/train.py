@@ -27,6 +27,7 @@ def parse_args(argv=None):
     p.add_argument("--sample-rate", type=int, default=16000, choices=(16000, 8000),
                    help="model input rate; 8000 resamples the data like the study (default 16000)")
     cli.add_data_args(p)
+    cli.add_words_args(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
         config.jit_compile = args.jit_compile
     data = load_training_data(root, args.sample_rate, on_error=args.on_error,
                               cache_dir=args.cache_dir)
-    run = fit(variant, data, config, output=output, resume=args.resume)
+    data, task = cli.word_task_data(data, args, args.seed)  # --words: the 12-label task
+    run = fit(variant, data, config, output=output, resume=args.resume, extra_config=task)
     from .reports import summary
 
     print(summary(variant.name, args.sample_rate, run.metrics, run.output))
