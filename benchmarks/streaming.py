@@ -235,8 +235,9 @@ def choose_setting(scored, labels, tolerance: float, max_fa_per_hour: float) -> 
 
 
 def by_background(scored, labels, setting, tolerance) -> dict:
-    """False alarms and hit rate per background kind (noise name without level, and level)."""
-    out = {}
+    """Hits and false alarms per background level, and where the false alarms fell: in a gap,
+    on a clip of another word, or on a command clip (a wrong word or a second report)."""
+    out, where = {}, {"gap": 0, "other_word": 0, "command_clip": 0}
     for rec, s in scored:
         dets = detect(labels, *s, **setting)
         r = score(rec.events, dets, tolerance)
@@ -248,10 +249,13 @@ def by_background(scored, labels, setting, tolerance) -> dict:
                 row["commands"] += 1
                 row["hits"] += id(e) not in missed
         for d in r["false_alarm_detections"]:
-            e = _event_at(rec.events, (d.start + d.time) / 2)  # the middle of its best window
+            t = (d.start + d.time) / 2  # the middle of its best window
+            e = _event_at(rec.events, t)
             key = e.background.split("@")[1] if e and "@" in e.background else "silence"
             out.setdefault(key, {"commands": 0, "hits": 0, "false_alarms": 0})["false_alarms"] += 1
-    return out
+            on_clip = e is not None and e.start <= t <= e.start + 1.0
+            where["gap" if not on_clip else "command_clip" if e.command else "other_word"] += 1
+    return {"by_level": out, "false_alarms_where": where}
 
 
 def _event_at(events, t):
