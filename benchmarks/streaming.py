@@ -291,15 +291,32 @@ def plot(path: Path, curves: dict, chosen: dict, title: str):
         ax.plot([c["false_alarms_per_hour"]], [100 * c["hit_rate"]], "*", ms=14, color=f"C{i}",
                 markeredgecolor="k", label=f"{name}: chosen setting")
     ax.axvline(60, color="0.5", ls="--", lw=1)
-    ax.text(61, 3, "1 false alarm / minute", fontsize=7, color="0.4")
+    ax.text(63, 3, "1 false alarm / minute", fontsize=7, color="0.4")
     ax.set_xscale("symlog", linthresh=10)
+    top = max([r["false_alarms_per_hour"] for rows in curves.values() for r in rows] + [100])
+    ax.set_xlim(0, top * 1.3)
     ax.set_xlabel("false alarms per hour (test-split recordings)")
     ax.set_ylabel("command words found (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
     ax.set_title(title, fontsize=9)
     reports.save_figure(fig, path)
+
+
+def plot_title(info: dict) -> str:
+    return (f"Threshold sweep on test-split recordings ({info['testing']['minutes']:.0f} min, "
+            f"{info['testing']['command_clips']} command words)\naveraging and suppression as "
+            "chosen on validation; star: the chosen threshold")
+
+
+def replot(path: Path) -> int:
+    out = json.loads(path.read_text())
+    models = out["models"]
+    plot(path.with_suffix(".png"), {n: m["threshold_sweep_testing"] for n, m in models.items()},
+         {n: m["testing"] for n, m in models.items()}, plot_title(out["recordings"]))
+    print(f"wrote {path.with_suffix('.png')}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -307,9 +324,10 @@ def main(argv=None) -> int:
                                 description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
+    p.add_argument("--replot", metavar="JSON", help="only redraw the PNG of a results JSON")
+    p.add_argument("--model", action="append", metavar="NAME=PATH",
                    help="a model to score (model.keras, SavedModel folder or .tflite); repeat")
-    p.add_argument("--data", required=True, help="Speech Commands folder (its validation and "
+    p.add_argument("--data", help="Speech Commands folder (its validation and "
                    "testing clips and _background_noise_)")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--commands", default=",".join(COMMANDS))
@@ -322,11 +340,15 @@ def main(argv=None) -> int:
     p.add_argument("--output", default="benchmarks/results")
     p.add_argument("--name", default="streaming", help="file stem of the JSON and PNG")
     args = p.parse_args(argv)
+    if args.replot:
+        return replot(Path(args.replot))
 
     from kws_tf.data.tasks import background_noise
     from kws_tf.predict import load_scorer
     from kws_tf.training import cpu_model
 
+    if not args.model or not args.data:
+        p.error("--model and --data are needed (or --replot JSON)")
     commands = [w.strip() for w in args.commands.split(",") if w.strip()]
     root = Path(args.data)
     noise_list = background_noise(str(root))
@@ -386,10 +408,7 @@ def main(argv=None) -> int:
     from kws_tf import artifacts
 
     artifacts.write_json(folder / f"{args.name}.json", out)
-    plot(folder / f"{args.name}.png", curves, chosen_test,
-         f"Threshold sweep on test-split recordings ({info['testing']['minutes']:.0f} min, "
-         f"{info['testing']['command_clips']} command words)\naveraging and suppression as "
-         "chosen on validation; star: the chosen threshold")
+    plot(folder / f"{args.name}.png", curves, chosen_test, plot_title(info))
     print(f"wrote {folder / (args.name + '.json')} and {folder / (args.name + '.png')}")
     return 0
 
