@@ -5,6 +5,8 @@ Examples:
   python experiments/reproduce.py --variants gru1,gru4 --rates 8000
   python experiments/reproduce.py --data ../shared/data/speech_commands_subset \\
       --epochs-scale 0.2 --output experiments/results/subset   # short runs on the subset
+  python experiments/reproduce.py --words yes,no,up,down,left,right,on,off,stop,go \\
+      --output runs/reproduce-12                               # the 12-label task
 
 Each cell (variant x rate) is one ordinary run folder, ``OUTPUT/cells/<variant>-<k>k/``, made
 by the one fit path (``kws_tf.training.fit``).  A cell with a ``metrics.json`` is finished
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from kws_tf import artifacts, cli, reports
 from kws_tf.cpu_memory import reuse_cpu_memory
-from kws_tf.fit_cli import add_fit_args, fit_config_from_args
+from kws_tf.fit_cli import add_fit_args, add_words_args, fit_config_from_args, word_task_data
 from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant, get_variant
 
 CELL_RECORD = "cell.json"
@@ -42,6 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--rates", default="8000,16000",
                    help="comma-separated sample rates, 8000 and/or 16000 (default both)")
     cli.add_data_args(p)
+    add_words_args(p)
     p.add_argument("--epochs-scale", type=float, default=1.0,
                    help="multiply every recipe's epochs (and gru2's StepLR step) by this, "
                         "rounded, at least 1; 1 = the study's recipes (default)")
@@ -92,7 +95,7 @@ def finished_cell(folder: Path):
     return None
 
 
-def run_cell(variant: Variant, rate: int, data, args, output: Path) -> dict:
+def run_cell(variant: Variant, rate: int, data, args, output: Path, task=None) -> dict:
     from kws_tf.training import fit
 
     folder = output / "cells" / cell_name(variant.name, rate)
@@ -102,12 +105,13 @@ def run_cell(variant: Variant, rate: int, data, args, output: Path) -> dict:
     resumed = (folder / "checkpoints" / "state.json").exists()
     start = time.perf_counter()
     fit(cell_variant, data, config, output=folder, resume=True,
-        extra_config={"experiment": "reproduce", "epochs_scale": args.epochs_scale})
+        extra_config={"experiment": "reproduce", "epochs_scale": args.epochs_scale,
+                      **(task or {})})
     wall = time.perf_counter() - start
     record = {
         "variant": variant.name, "sample_rate": rate, "epochs_planned": epochs,
         "epochs_scale": args.epochs_scale, "lr_step_epochs": cell_variant.lr_step_epochs,
-        "seed": args.seed, "wall_seconds": round(wall, 1), "resumed": resumed,
+        "seed": args.seed, "words": (task or {}).get("words"), "wall_seconds": round(wall, 1), "resumed": resumed,
         "clips": {s: int(len(data[s].labels)) for s in data.splits},
         "data": str(data.root) if data.root else None,
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -118,12 +122,22 @@ def run_cell(variant: Variant, rate: int, data, args, output: Path) -> dict:
 
 def check_cell_matches(record: dict, variant: Variant, args, folder: Path) -> None:
     _, epochs = cell_recipe(variant, args.epochs_scale)
+    words = cli_words(args)
+    if record.get("words") != words:
+        raise ValueError(f"{folder} was trained on words {record.get('words') or 'all'}, not "
+                         f"{words or 'all'}; use another --output")
     if record["epochs_planned"] != epochs or record.get("seed", 0) != args.seed:
         raise ValueError(
             f"{folder} was finished with {record['epochs_planned']} epochs "
             f"(--epochs-scale {record['epochs_scale']}, seed {record.get('seed', 0)}), "
             f"not {epochs} (--epochs-scale {args.epochs_scale}, seed {args.seed}); "
             f"use another --output")
+
+
+def cli_words(args):
+    from kws_tf.data.tasks import parse_words
+
+    return parse_words(getattr(args, "words", None))
 
 
 # ----------------------------------------------------------------------------- summary
@@ -138,7 +152,8 @@ def collect(output: Path) -> list:
         metrics = json.loads((folder / "metrics.json").read_text())
         v = VARIANTS[record["variant"]]
         rate = record["sample_rate"]
-        study = v.study_accuracy.get(rate)
+        # The study reported its 35-word task only: nothing to compare a 12-label cell with.
+        study = None if record.get("words") else v.study_accuracy.get(rate)
         ours = metrics["testing"]["accuracy"] if "testing" in metrics else None
         rows.append({
             "variant": v.name, "sample_rate": rate,
@@ -154,7 +169,7 @@ def collect(output: Path) -> list:
             "train_seconds": metrics["train_seconds"],
             "train_clips_per_second": metrics["train_clips_per_second"],
             "wall_seconds": record["wall_seconds"], "resumed": record["resumed"],
-            "clips": record["clips"], "run_folder": str(folder.relative_to(output)),
+            "clips": record["clips"], "words": record.get("words"), "run_folder": str(folder.relative_to(output)),
         })
     rows.sort(key=lambda r: (order.get(r["variant"], 99), r["sample_rate"]))
     return rows
@@ -173,7 +188,8 @@ def _duration(seconds):
 
 def render_markdown(summary: dict) -> str:
     rows = summary["cells"]
-    lines = ["# Reproduction of the study's table", ""]
+    words = summary.get("words")
+    lines = ["# Reproduction of the study's table" + (" on the 12-label task" if words else ""), ""]
     if summary.get("note"):
         lines += [f"**{summary['note']}**", ""]
     clips = rows[0]["clips"] if rows else {}
@@ -189,8 +205,12 @@ def render_markdown(summary: dict) -> str:
                                             for r in rows}, key=lambda s: s))),
         "- Ours: the weights of the epoch with the lowest validation loss, evaluated on the "
         "validation and test splits of this data.",
-        "- Study: its reported **test** accuracy, on the **full** Speech Commands v0.02 dataset "
-        "with the full recipes. Difference = ours (test) - study, in percentage points.",
+        (f"- Task: labels _silence_, _unknown_, {', '.join(words)} (kws_tf.data.tasks: 10 % "
+         "silence and 10 % unknown clips per split, TensorFlow's speech_commands rule). The "
+         "study reported only its 35-word task, so there is no study figure to compare with."
+         if words else
+         "- Study: its reported **test** accuracy, on the **full** Speech Commands v0.02 dataset "
+        "with the full recipes. Difference = ours (test) - study, in percentage points."),
         f"- Machine: {summary['cpu']}; TensorFlow {summary['tensorflow']}, "
         f"Keras {summary['keras']}.",
         f"- Command: `{summary['command']}`",
@@ -228,12 +248,14 @@ def plot(path: Path, rows: list, title: str) -> None:
     width = 0.38
     for ax, rate in zip(axes[0], rates):
         cell = {r["variant"]: r for r in rows if r["sample_rate"] == rate}
-        study = [100 * VARIANTS[v].study_accuracy.get(rate, np.nan) for v in variants]
+        study = [100 * cell[v]["study_test_accuracy"] if v in cell and
+                 cell[v]["study_test_accuracy"] is not None else np.nan for v in variants]
         ours = [100 * cell[v]["test_accuracy"] if v in cell and cell[v]["test_accuracy"]
                 is not None else np.nan for v in variants]
-        b1 = ax.bar(x - width / 2, study, width, label="study (full dataset)", color="0.65")
+        if not np.all(np.isnan(study)):  # a 12-label table has no study figures
+            b1 = ax.bar(x - width / 2, study, width, label="study (full dataset)", color="0.65")
+            ax.bar_label(b1, fmt="%.0f", fontsize=7, padding=1)
         b2 = ax.bar(x + width / 2, ours, width, label="ours (test split)", color="C0")
-        ax.bar_label(b1, fmt="%.0f", fontsize=7, padding=1)
         ax.bar_label(b2, fmt="%.0f", fontsize=7, padding=1)
         ax.set_xticks(x, variants)
         ax.set_title(f"{rate // 1000} kHz", loc="right")
@@ -264,13 +286,15 @@ def write_summary(output: Path, args, requested) -> dict:
         "cpu": cpu_model(), "tensorflow": tf.__version__, "keras": keras.__version__,
         "updated": datetime.datetime.now().isoformat(timespec="seconds"),
         "missing": [cell_name(v, r) for v, r in requested if (v, r) not in done],
+        "words": cli_words(args),
         "cells": rows,
     }
     artifacts.write_json(output / "results.json", summary)
     artifacts.write_text(output / "results.md", render_markdown(summary))
     scale = "full recipes" if args.epochs_scale == 1 else f"epochs x {args.epochs_scale:g}"
     plot(output / "results.png", rows,
-         f"Test accuracy, ours ({scale}) vs the study (full dataset, full recipes)"
+         (f"12-label test accuracy ({scale})" if summary["words"] else
+          f"Test accuracy, ours ({scale}) vs the study (full dataset, full recipes)")
          + (f"\n{args.note}" if args.note else ""))
     return summary
 
@@ -329,9 +353,10 @@ def _reproduce(args, output: Path, load_data) -> int:
             load_data = lambda rate: loader(args.data, rate)  # noqa: E731
     for rate in [r for r in args.rates if r in todo]:
         data = load_data(rate)  # decoded once per rate, shared by that rate's cells
+        data, task = word_task_data(data, args, args.seed)  # --words: the 12-label task
         for v in todo[rate]:
             print(f"\n=== {cell_name(v, rate)} " + "=" * 50)
-            run_cell(VARIANTS[v], rate, data, args, output)
+            run_cell(VARIANTS[v], rate, data, args, output, task)
             write_summary(output, args, requested)
         del data
     summary = write_summary(output, args, requested)

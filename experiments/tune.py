@@ -4,6 +4,7 @@ Examples:
   python experiments/tune.py --data ../shared/data/speech_commands_subset --max-trials 20
   python experiments/tune.py --algorithm hyperband --epochs 27        # Hyperband budget
   python experiments/tune.py ... --export-best runs/tuned             # retrain the winner
+  python experiments/tune.py ... --words yes,no,up,down,left,right,on,off,stop,go  # 12 labels
 
 Rerunning the same command after a kill continues the search (finished trials are kept; the
 interrupted one continues from its last completed epoch).
@@ -32,7 +33,7 @@ import keras_tuner as kt
 
 from kws_tf import artifacts, cli, reports
 from kws_tf.cpu_memory import reuse_cpu_memory
-from kws_tf.fit_cli import add_fit_args, fit_config_from_args
+from kws_tf.fit_cli import add_fit_args, add_words_args, fit_config_from_args, word_task_data
 from kws_tf.models import build_model
 from kws_tf.training import FitConfig
 from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant
@@ -116,9 +117,18 @@ def variant_from_values(values: dict, epochs: int, name: str = "tuned") -> Varia
 class DataSource:
     """Labels without decoding audio, and the decoded splits once per sample rate."""
 
-    def __init__(self, root, loader=None, labels=None, **load_options):
+    def __init__(self, root, loader=None, labels=None, task=None, seed: int = 0, **load_options):
         self.root, self._loader, self._labels, self._cache = root, loader, labels, {}
         self.load_options = load_options  # on_error, cache_dir
+        # task: the parsed arguments with --words (the 12-label task), or None (the study's)
+        self.task, self.seed = task, seed
+        self.task_config = {}
+        if task is not None and cli_words(task):
+            from kws_tf.data.tasks import task_config, task_labels
+
+            self._labels = task_labels(cli_words(task))
+            self.task_config = task_config(cli_words(task), task.silence_percentage,
+                                           task.unknown_percentage)
 
     @property
     def labels(self) -> list:
@@ -140,7 +150,15 @@ class DataSource:
                 self._cache[rate] = load_training_data(self.root, rate, **self.load_options)
             else:
                 self._cache[rate] = self._loader(self.root, rate)
+            if self.task is not None:
+                self._cache[rate], _ = word_task_data(self._cache[rate], self.task, self.seed)
         return self._cache[rate]
+
+
+def cli_words(args):
+    from kws_tf.data.tasks import parse_words
+
+    return parse_words(getattr(args, "words", None))
 
 
 # ----------------------------------------------------------------------------- hypermodel
@@ -199,7 +217,8 @@ class KwsHyperModel(kt.HyperModel):
             run = kws_fit(variant, data, config, output=output, resume=True, callbacks=callbacks,
                           extra_config={"experiment": "tune", "trial_id": trial_id,
                                         "tuner_id": tuner_id, "hyperparameters": values,
-                                        "warm_start": str(warm_start) if warm_start else None})
+                                        "warm_start": str(warm_start) if warm_start else None,
+                                        **self.data.task_config})
         except TrainingError as e:  # diverged: a result of the search, not a crash to retry
             raise kt.errors.FailedTrialError(str(e)) from e
         seconds = time.perf_counter() - start
@@ -399,7 +418,7 @@ def export_best(tuner, data: DataSource, args):
     print(f"Retraining the best trial {trial.trial_id} into {args.export_best}")
     return fit(variant, data.get(rate), config, output=args.export_best, resume=True,
                extra_config={"experiment": "tune --export-best", "trial_id": trial.trial_id,
-                             "hyperparameters": values})
+                             "hyperparameters": values, **data.task_config})
 
 
 # ----------------------------------------------------------------------------- main
@@ -418,6 +437,7 @@ def parse_args(argv=None):
     p.add_argument("--directory", default="runs/tune", help="search folder (default runs/tune)")
     p.add_argument("--project-name", default="kws", help="search name inside --directory")
     cli.add_data_args(p)
+    add_words_args(p)
     p.add_argument("--study-rates", default="16000",
                    help="enqueue the six study variants first at these rates, comma-separated "
                         "(default 16000; 'none' to start from random points)")
@@ -475,10 +495,10 @@ def _search(args, who: str, load_data) -> int:
     if load_data is None:
         from kws_tf.data import resolve_data
 
-        data = DataSource(resolve_data(args.data), on_error=args.on_error,
-                          cache_dir=args.cache_dir)
+        data = DataSource(resolve_data(args.data), task=args, seed=args.seed,
+                          on_error=args.on_error, cache_dir=args.cache_dir)
     else:
-        data = DataSource(args.data, loader=load_data)
+        data = DataSource(args.data, loader=load_data, task=args, seed=args.seed)
     tuner = make_tuner(args, data)
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
     print(f"Search {tuner.project_dir}: {args.algorithm}, objective {args.objective}, "

@@ -15,6 +15,9 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="testing", choices=("training", "validation", "testing"))
     p.add_argument("--output", help="folder for metrics.json and confusion_matrix.png")
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--all-unknown", action="store_true",
+                   help="a model with _unknown_: score every clip of the words it lacks (default: "
+                        "the fixed 10%% sample its training used for validation and testing)")
     args = p.parse_args(argv)
 
     from . import artifacts, reports
@@ -26,26 +29,52 @@ def main(argv=None) -> int:
     # Decode the data at the model's own rate (8 kHz models get the study's resampler).
     data = load_training_data(root, info["sample_rate"], splits=(args.split,),
                               on_error=args.on_error, cache_dir=args.cache_dir)
-    split = data[args.split]
-    # Map the dataset's label indices onto the model's label order by name.
-    missing = sorted(set(data.labels) - set(info["labels"]))
-    if missing:
-        raise ValueError(f"the data has words the model does not know: {', '.join(missing)}")
-    remap = [info["labels"].index(w) for w in data.labels]
-    y = [remap[i] for i in split.labels]
+    split, y, kinds = task_view(data, args.split, info["labels"], args.all_unknown)
     metrics = classification_metrics(predict_scores(model, split, args.batch_size), y,
                                      info["labels"])
     print(reports.per_class_table(metrics))
+    extra = "" if kinds["unknown"] == kinds["silence"] == 0 else \
+        f": {kinds['words']} words, {kinds['unknown']} unknown, {kinds['silence']} silence"
     print(f"{args.split}: accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}  "
-          f"({metrics['clips']} clips, {info['sample_rate']} Hz model)")
+          f"({metrics['clips']} clips{extra}, {info['sample_rate']} Hz model)")
     if args.output:
         out = Path(args.output)
         artifacts.write_json(out / "metrics.json", {"model": str(args.model), "data": str(root),
-                                                    "split": args.split, **metrics})
+                                                    "split": args.split, "clips_by_kind": kinds,
+                                                    **metrics})
         reports.plot_confusion(out / "confusion_matrix.png", metrics["confusion"],
                                info["labels"], f"{Path(args.model).name}, {args.split} split")
         print(f"wrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
     return 0
+
+
+def task_view(data, split_name: str, model_labels, all_unknown: bool = False):
+    """The split as the model's task: ``(split, labels in the model's order, clips_by_kind)``.
+
+    A model with ``_unknown_`` gets the words it lacks as ``_unknown_`` and one with
+    ``_silence_`` gets silence clips from ``_background_noise_``, in the fixed amounts of its
+    validation and test sets (kws_tf.data.tasks); a model with neither needs every word of the
+    data to be one of its labels.
+    """
+    import numpy as np
+
+    from .data.tasks import SILENCE, UNKNOWN, background_noise, task_split
+
+    split = data[split_name]
+    model_labels = list(model_labels)
+    if SILENCE not in model_labels and UNKNOWN not in model_labels:
+        missing = sorted(set(data.labels) - set(model_labels))
+        if missing:
+            raise ValueError(f"the data has words the model does not know: {', '.join(missing)}")
+        # Map the dataset's label indices onto the model's label order by name.
+        remap = np.array([model_labels.index(w) for w in data.labels], np.int64)
+        y = remap[np.asarray(split.labels, np.int64)]
+        return split, y, {"words": int(len(y)), "unknown": 0, "silence": 0}
+    # Silence clips are cut from _background_noise_: without that folder there are none to score.
+    silence = 10.0 if background_noise(str(data.root)) else 0.0
+    view = task_split(split, split_name, data.labels, model_labels, data.root, per_epoch=False,
+                      silence_percentage=silence, all_unknown=all_unknown)
+    return view, view.labels, view.kinds
 
 
 if __name__ == "__main__":

@@ -41,3 +41,29 @@ def fit_config_from_args(args, **fields):
         config["jit_compile"] = args.jit_compile
     config.update(fields)
     return FitConfig(**config)
+
+
+def add_words_args(parser) -> None:
+    """--words, --silence-percentage, --unknown-percentage: the 12-label task (kws_tf.data.tasks)."""
+    parser.add_argument("--words", default=None,
+                        help="comma-separated words to spot, e.g. yes,no,up,down,left,right,on,off,"
+                             "stop,go: labels become _silence_, _unknown_, then these words "
+                             "(TensorFlow's speech_commands task); default: every word of the "
+                             "dataset, no silence or unknown class (the study's task)")
+    parser.add_argument("--silence-percentage", type=float, default=10.0,
+                        help="with --words: silence clips per split, in %% of the words' clips "
+                             "(default 10)")
+    parser.add_argument("--unknown-percentage", type=float, default=10.0,
+                        help="with --words: clips of other words labelled _unknown_, in %% of the "
+                             "words' clips (default 10; training draws a new sample each epoch)")
+
+
+def word_task_data(data, args, seed: int = 0):
+    """``data`` as the task of ``args.words`` (or unchanged without --words), and its config.json entries."""
+    from .data.tasks import parse_words, task_config, word_task
+
+    words = parse_words(getattr(args, "words", None))
+    if not words:
+        return data, {}
+    return (word_task(data, words, seed, args.silence_percentage, args.unknown_percentage),
+            task_config(words, args.silence_percentage, args.unknown_percentage))

@@ -13,7 +13,7 @@ import sys
 from . import cli
 from .cpu_memory import reuse_cpu_memory
 from .distribute import make_strategy
-from .fit_cli import add_fit_args, fit_config_from_args
+from .fit_cli import add_fit_args, add_words_args, fit_config_from_args, word_task_data
 
 
 def parse_args(argv=None):
@@ -28,6 +28,7 @@ def parse_args(argv=None):
     p.add_argument("--sample-rate", type=int, default=16000, choices=(16000, 8000),
                    help="model input rate; 8000 resamples the data like the study (default 16000)")
     cli.add_data_args(p)
+    add_words_args(p)
     add_fit_args(p)
     p.add_argument("--output", help="run folder (default runs/<variant>-<rate>-<timestamp>)")
     p.add_argument("--resume", action="store_true",
@@ -60,7 +61,8 @@ def main(argv=None) -> int:
                                   verbose=0 if args.quiet else 1)
     data = load_training_data(root, args.sample_rate, on_error=args.on_error,
                               cache_dir=args.cache_dir)
-    run = fit(variant, data, config, output=output, resume=args.resume)
+    data, task = word_task_data(data, args, args.seed)  # --words: the 12-label task
+    run = fit(variant, data, config, output=output, resume=args.resume, extra_config=task)
     from .reports import summary
 
     print(summary(variant.name, args.sample_rate, run.metrics, run.output))

@@ -148,6 +148,8 @@ def _train_batches(split, batch_size: int, seed: int, epoch: int, augment: bool,
 
     from .data import augment_dataset, stream_batches
 
+    if hasattr(split, "for_epoch"):  # a task view (kws_tf.data.tasks): this epoch's unknown/silence
+        split = split.for_epoch(epoch)
     order = epoch_order(len(split.labels), seed, epoch, max_steps and max_steps * batch_size)
     # Keep the keep-last-partial-batch behaviour of PyTorch's DataLoader.
     ds = stream_batches(split, order, batch_size, sample_rate, shard)
@@ -414,7 +416,8 @@ def _resume_or_build(job: _Job, resume: bool):
         state = json.loads(state_path.read_text())
         saved = json.loads((output / "config.json").read_text())
         if saved["variant"] != v.name or saved["recipe"] != job.recipe or \
-                saved["sample_rate"] != config.sample_rate:
+                saved["sample_rate"] != config.sample_rate or \
+                saved.get("labels", job.data.labels) != job.data.labels:
             raise TrainingError(f"{output} holds a different run ({saved['variant']}, "
                                 f"{saved['sample_rate']} Hz, {saved['recipe']}); use another --output")
         with distribute.scope(job.strategy):

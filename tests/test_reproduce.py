@@ -95,3 +95,25 @@ def test_bad_arguments_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as e:
         reproduce.parse_args(bad)
     assert e.value.code == 2
+
+
+def test_words_gives_the_12_label_table(tmp_path, tiny_root):
+    from kws_tf.training import load_training_data
+
+    out = tmp_path / "repro12"
+    args = ["--variants", "gru1", "--rates", "8000", "--epochs-scale", "0.1",
+            "--output", str(out), "--quiet", "--words", "yes,down"]
+    load = lambda root, rate: load_training_data(tiny_root, rate, verbose=False)  # noqa: E731
+    assert reproduce.main(args, load_data=load) == 0
+    summary = json.loads((out / "results.json").read_text())
+    cell = summary["cells"][0]
+    assert summary["words"] == cell["words"] == ["yes", "down"]
+    assert cell["study_test_accuracy"] is None and cell["difference"] is None
+    assert cell["clips"]["testing"] == 6 + 1 + 1  # words + unknown + silence
+    config = json.loads((out / cell["run_folder"] / "config.json").read_text())
+    assert config["labels"] == ["_silence_", "_unknown_", "yes", "down"]
+    assert (config["words"], config["silence_percentage"]) == (["yes", "down"], 10.0)
+    assert "12-label task" in (out / "results.md").read_text()
+    # the study's task on top of these cells is refused, not mixed
+    with pytest.raises(ValueError, match="use another --output"):
+        reproduce.main(args[:-2], load_data=_no_data)

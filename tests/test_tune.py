@@ -253,3 +253,19 @@ def test_distributed_chief_and_two_workers_share_the_trials(tiny_root, tmp_path)
     for r in rows:  # each trial's run folder says which worker trained it
         cfg = json.loads((out / "kws" / f"trial_{r['trial_id']}" / "run" / "config.json").read_text())
         assert cfg["tuner_id"] == ran[r["trial_id"]][0]
+
+
+def test_words_searches_the_12_label_task(tmp_path, tiny_root):
+    from kws_tf.training import load_training_data
+
+    out = tmp_path / "search12"
+    argv = ["--max-trials", "1", "--directory", str(out), "--study-rates", "8000",
+            "--words", "yes,down", "--unknown-percentage", "20", *TINY]
+    load = lambda root, rate: load_training_data(tiny_root, rate, verbose=False)  # noqa: E731
+    assert tune.main(argv, load_data=load) == 0
+    (run,) = (out / "kws").glob("trial_*/run")
+    config = json.loads((run / "config.json").read_text())
+    assert config["labels"] == ["_silence_", "_unknown_", "yes", "down"]
+    assert (config["words"], config["unknown_percentage"]) == (["yes", "down"], 20.0)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["testing"]["clips"] == 6 + 2 + 1  # ceil(20 % of 6) unknown, 1 silence
