@@ -12,6 +12,7 @@ import sys
 
 from . import cli
 from .cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory
+from .embedded import embedded_recipe
 
 
 def parse_args(argv=None):
@@ -20,7 +21,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m kws_tf.train", description=__doc__.split("\n")[0],
         epilog="Defaults for every training flag come from the variant's recipe "
-               "(kws_tf.variants.VARIANTS); flags that change it are recorded in config.json.",
+               "(kws_tf.variants.VARIANTS), or on --data synthetic from the embedded data's "
+               "(kws_tf.embedded); flags that change it are recorded in config.json.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("variant", help=f"one of {', '.join(VARIANTS)}")
     p.add_argument("--sample-rate", type=int, default=16000, choices=(16000, 8000),
@@ -38,8 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--output", help="run folder (default runs/<variant>-<rate>-<timestamp>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output from its last complete epoch")
-    p.add_argument("--augment", action="store_true",
-                   help="background-noise mixing and time shift (off in the study's recipe)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="background-noise mixing and time shift (off in the study's recipe; "
+                        "on in the embedded data's, kws_tf.embedded)")
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                    help="XLA-compile the training step, with the pool-before-ReLU build that "
                         "computes the same function faster under XLA (default on: fastest "
@@ -70,17 +73,22 @@ def main(argv=None) -> int:
     print(f"Data: {root}")
     config = FitConfig(sample_rate=args.sample_rate, epochs=args.epochs,
                        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                       augment=args.augment, mixed_precision=args.mixed_precision,
+                       augment=bool(args.augment), mixed_precision=args.mixed_precision,
                        reuse_cpu_memory=args.reuse_cpu_memory,
                        max_steps_per_epoch=args.max_steps_per_epoch,
                        verbose=0 if args.quiet else 1)
     if args.jit_compile is not None:
         config.jit_compile = args.jit_compile
+    # The embedded set gets its own recipe where no flag says otherwise (kws_tf.embedded).
+    extra = None
+    if args.data == "synthetic":
+        variant, extra = embedded_recipe(args, config, variant)
     data = load_training_data(root, args.sample_rate, on_error=args.on_error)
-    run = fit(variant, data, config, output=output, resume=args.resume)
+    run = fit(variant, data, config, output=output, resume=args.resume, extra_config=extra)
     from .reports import summary
 
-    print(summary(variant.name, args.sample_rate, run.metrics, run.output))
+    print(summary(variant.name, args.sample_rate, run.metrics, run.output, data=args.data,
+                  data_root=root))
     return 0
 
 
