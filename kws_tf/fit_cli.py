@@ -18,8 +18,9 @@ def add_fit_args(parser, recipe: bool = True, strategies=STRATEGIES) -> None:
         parser.add_argument("--lr", type=float, help="learning rate; default: the variant's recipe")
     parser.add_argument("--seed", type=int, default=0,
                         help="data order, augmentation and initial weights (default 0)")
-    parser.add_argument("--augment", action="store_true",
-                        help="background-noise mixing and time shift (off in the study's recipe)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="background-noise mixing and time shift (off in the study's recipe; "
+                             "on in the embedded data's, kws_tf.embedded)")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                         help="XLA-compile the training step, with the pool-before-ReLU build that "
                              "computes the same function faster under XLA (default on: fastest "
@@ -33,7 +34,7 @@ def fit_config_from_args(args, **fields):
     """``FitConfig`` from parsed ``add_fit_args`` flags; ``fields`` set the rest (sample rate...)."""
     from .training import FitConfig  # here, so that parsing arguments does not load TensorFlow
 
-    config = {"seed": args.seed, "augment": args.augment, "mixed_precision": args.mixed_precision,
+    config = {"seed": args.seed, "augment": bool(args.augment), "mixed_precision": args.mixed_precision,
               "reuse_cpu_memory": args.reuse_cpu_memory, "strategy": args.strategy}
     if hasattr(args, "epochs") and hasattr(args, "lr"):
         config.update(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr)

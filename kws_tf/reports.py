@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import io
+import shlex
+from pathlib import Path
 
 import numpy as np
 
@@ -76,17 +78,47 @@ def per_class_table(split_metrics) -> str:
     return "\n".join(lines)
 
 
-def summary(variant, sample_rate, metrics, output) -> str:
+def summary(variant, sample_rate, metrics, output, data=None, data_root=None) -> str:
+    """The screen a training run ends with: accuracies, what they mean, and what to run next.
+
+    ``data``: the run's ``--data`` argument (None: the downloaded dataset), repeated in the
+    next commands; ``data_root``: its folder, where a held-out clip for ``predict`` is found.
+    """
     lines = ["", f"== {variant} at {sample_rate} Hz " + "=" * 40]
     for split in ("validation", "testing"):
         if split in metrics:
             m = metrics[split]
             lines.append(f"{split:<11} accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  "
                          f"({m['clips']} clips)")
+    if str(data) == "synthetic":
+        lines.append("data        accuracy on held-out synthetic eSpeak NG speakers (not in the "
+                     "training split), not on Speech Commands:")
+        lines.append("            it shows that the model learns; it says nothing about its "
+                     "accuracy on real speech")
     lines.append(f"best epoch  {metrics['best_epoch']} of {metrics['epochs_run']} "
                  f"(lowest validation loss; its weights are in model.keras)")
     lines.append(f"training    {metrics['train_seconds']:.0f} s, "
                  f"{metrics['train_clips_per_second']:.1f} clips/s on {metrics['cpu']}")
     lines.append(f"files       {output}/ (model.keras, metrics.json, history.csv, "
                  f"training_loss.png, confusion_matrix.png, logs/)")
+    model = shlex.quote(str(Path(output) / "model.keras"))
+    flag = f" --data {shlex.quote(str(data))}" if data is not None else ""
+    lines.append("next        python -m kws_tf.evaluate " + model + flag
+                 + "   # per-word table, test split")
+    lines.append("            python -m kws_tf.export " + model + flag
+                 + "   # SavedModel + TFLite")
+    clip = shlex.quote(_example_clip(data_root))
+    lines.append(f"            python -m kws_tf.predict {model} {clip}   # label WAV files")
     return "\n".join(lines)
+
+
+def _example_clip(root) -> str:
+    """A held-out clip of the dataset to try ``predict`` on (the first test clip), or a stand-in."""
+    try:
+        with open(Path(root) / "testing_list.txt") as f:
+            first = f.readline().strip()
+        if first and (Path(root) / first).is_file():
+            return str(Path(root) / first)
+    except (OSError, TypeError):
+        pass
+    return "CLIP.wav"

@@ -13,6 +13,7 @@ import sys
 from . import cli
 from .cpu_memory import reuse_cpu_memory
 from .distribute import make_strategy
+from .embedded import embedded_recipe
 from .fit_cli import add_fit_args, add_words_args, fit_config_from_args, word_task_data
 
 
@@ -22,7 +23,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m kws_tf.train", description=__doc__.split("\n")[0],
         epilog="Defaults for every training flag come from the variant's recipe "
-               "(kws_tf.variants.VARIANTS); flags that change it are recorded in config.json.",
+               "(kws_tf.variants.VARIANTS), or on --data synthetic from the embedded data's "
+               "(kws_tf.embedded); flags that change it are recorded in config.json.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("variant", help=f"one of {', '.join(VARIANTS)}")
     p.add_argument("--sample-rate", type=int, default=16000, choices=(16000, 8000),
@@ -59,13 +61,19 @@ def main(argv=None) -> int:
     config = fit_config_from_args(args, sample_rate=args.sample_rate,
                                   max_steps_per_epoch=args.max_steps_per_epoch,
                                   verbose=0 if args.quiet else 1)
+    # The embedded set gets its own recipe where no flag says otherwise (kws_tf.embedded).
+    extra = {}
+    if args.data == "synthetic":
+        variant, extra = embedded_recipe(args, config, variant)
     data = load_training_data(root, args.sample_rate, on_error=args.on_error,
                               cache_dir=args.cache_dir)
     data, task = word_task_data(data, args, args.seed)  # --words: the 12-label task
-    run = fit(variant, data, config, output=output, resume=args.resume, extra_config=task)
+    run = fit(variant, data, config, output=output, resume=args.resume,
+              extra_config={**(extra or {}), **task})
     from .reports import summary
 
-    print(summary(variant.name, args.sample_rate, run.metrics, run.output))
+    print(summary(variant.name, args.sample_rate, run.metrics, run.output, data=args.data,
+                  data_root=root))
     return 0
 
 

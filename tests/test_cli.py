@@ -120,3 +120,112 @@ def test_corrupt_clip_stops_or_is_skipped(tiny_root, tmp_path):
     assert "deadbeef_nohash_0.wav" in proc.stderr  # reported, not silent
     assert json.loads((out / "config.json").read_text())["labels"] == list(WORDS)
     assert (out / "model.keras").exists()
+
+
+def test_synthetic_data_trains_with_the_embedded_recipe(tiny_root, tmp_path, monkeypatch):
+    """--data synthetic: the embedded recipe where no flag is given, printed and recorded; the
+    summary says what the accuracy means and names next commands that run."""
+    import shlex
+    import shutil
+
+    from kws_tf import data as kdata
+    from kws_tf.embedded import SYNTHETIC_RECIPE as R
+
+    # The tiny dataset stands in for the embedded one (same cache folder): no eSpeak build.
+    monkeypatch.setenv("KWS_TF_CACHE", str(tmp_path / "cache"))
+    root = kdata.synthetic_root()
+    shutil.copytree(tiny_root, root)
+    out = tmp_path / "run"
+    args = ("gru1", "--sample-rate", "8000", "--quiet", "--no-jit-compile", "--epochs", "1",
+            "--max-steps-per-epoch", "1", "--lr", "0.01")
+    proc = _cli("kws_tf.train", *args, "--data", "synthetic", "--output", out)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("Embedded data: ")]
+    assert len(line) == 1
+    assert (f"gru1 trains with Adam lr 0.01 x0.1 every 1 epoch, batch {R.batch_size}, 1 epoch, "
+            f"augmented (time shift, background noise) instead of the study's SGD lr 0.5, "
+            f"batch 100, 10 epochs, because") in line[0]
+    config = json.loads((out / "config.json").read_text())
+    # gru1's study recipe is SGD lr 0.5, batch 100, 10 epochs; --lr and --epochs win.
+    assert config["overrides"] == {"optimizer": "adam", "learning_rate": 0.01,
+                                   "batch_size": R.batch_size, "epochs": 1}
+    embedded = config["embedded_recipe"]
+    assert embedded["flags_given"] == ["epochs", "learning_rate"]
+    assert embedded["changed"] == {"optimizer": {"study": "sgd", "used": "adam"},
+                                   "batch_size": {"study": 100, "used": R.batch_size},
+                                   "augment": {"study": False, "used": True},
+                                   "lr_step_epochs": {"study": None, "used": 1}}
+    # The learning-rate step (last R.low_lr_epochs epochs at lr / 10) comes on the variant.
+    assert config["recipe"]["lr_step_epochs"] == 1 and config["variant"] == "gru1"
+    assert config["fit_config"]["augment"] is True
+    assert embedded["recipe"]["learning_rate"] == R.learning_rate
+
+    assert "held-out synthetic eSpeak NG speakers" in proc.stdout
+    assert "not on Speech Commands" in proc.stdout
+    nexts = proc.stdout[proc.stdout.index("\nnext "):].splitlines()[1:4]
+    commands = [shlex.split(ln.split("#")[0].replace("next", "", 1)) for ln in nexts]
+    model = str(out / "model.keras")
+    assert [c[:4] for c in commands] == [["python", "-m", f"kws_tf.{m}", model]
+                                         for m in ("evaluate", "export", "predict")]
+    assert commands[0][4:] == commands[1][4:] == ["--data", "synthetic"]
+    first_test_clip = (root / "testing_list.txt").read_text().split()[0]
+    assert commands[2][4:] == [str(root / first_test_clip)]
+    # They run (export's own tests cover it on real clips; here it would cost a TFLite build).
+    assert "testing: accuracy" in _cli(*commands[0][2:]).stdout
+    assert first_test_clip.split("/")[1] in _cli(*commands[2][2:]).stdout
+
+    # The same folder as a path is real data to the CLI: the study's recipe, nothing embedded.
+    proc = _cli("kws_tf.train", *args, "--data", root, "--output", tmp_path / "real")
+    config = json.loads((tmp_path / "real" / "config.json").read_text())
+    assert config["overrides"] == {"learning_rate": 0.01, "epochs": 1}
+    assert "embedded_recipe" not in config and "Embedded data" not in proc.stdout
+    assert config["fit_config"]["augment"] is False
+    assert "held-out synthetic" not in proc.stdout and "--data synthetic" not in proc.stdout
+    assert f"python -m kws_tf.evaluate {out.parent / 'real' / 'model.keras'} --data {root}" \
+        in proc.stdout
+
+
+@pytest.mark.parametrize("variant", ["gru1", "gru2", "gru3", "gru4", "gru5", "gru6"])
+def test_embedded_recipe_is_valid_for_every_variant(variant):
+    from kws_tf.embedded import SYNTHETIC_RECIPE as R
+    from kws_tf.embedded import apply_embedded_recipe
+    from kws_tf.training import FitConfig, make_optimizer
+    from kws_tf.variants import get_variant
+
+    lines = []
+    config = FitConfig()
+    v, record = apply_embedded_recipe(config, variant, echo=lines.append)
+    assert v.name == variant and v.conv_channels == get_variant(variant).conv_channels
+    recipe = config.recipe(v)
+    assert recipe == {**recipe, "optimizer": R.optimizer, "learning_rate": R.learning_rate,
+                      "weight_decay": 0.0, "batch_size": R.batch_size, "epochs": R.epochs,
+                      "lr_step_epochs": R.epochs - R.low_lr_epochs, "lr_gamma": R.lr_gamma}
+    assert record["embedded_recipe"]["recipe"]["learning_rate"] == R.learning_rate
+    make_optimizer(recipe, 64)  # gru2's weight decay is 0 here: make_optimizer refuses it with Adam
+    assert len(lines) == 1
+    assert lines[0].startswith(f"Embedded data: {variant} trains with Adam lr {R.learning_rate:g} x0.1 ")
+    assert config.augment is R.augment
+    # A flag the user gave wins (--epochs 3 --batch-size 7 --no-augment).
+    config = FitConfig(epochs=20, batch_size=7, augment=False)
+    v, _ = apply_embedded_recipe(config, variant, {"epochs", "batch_size", "augment"},
+                                 echo=lines.append)
+    assert (config.epochs, config.batch_size, config.learning_rate, config.augment) == \
+        (20, 7, R.learning_rate, False)
+    assert v.lr_step_epochs == 20 - R.low_lr_epochs  # the lr still steps for the last epochs
+
+
+def test_summary_names_the_next_commands_for_real_data(tmp_path):
+    import shlex
+
+    from kws_tf.reports import summary
+
+    split = {"accuracy": 0.5, "loss": 1.0, "clips": 10}
+    metrics = {"validation": split, "testing": split, "best_epoch": 1, "epochs_run": 2,
+               "train_seconds": 3.0, "train_clips_per_second": 4.0, "cpu": "a CPU"}
+    out = tmp_path / "my run"
+    text = summary("gru4", 16000, metrics, out)  # the downloaded dataset: no --data
+    model = shlex.quote(str(out / "model.keras"))
+    assert f"python -m kws_tf.evaluate {model}   #" in text
+    assert f"python -m kws_tf.predict {model} CLIP.wav" in text
+    assert "synthetic" not in text
+    text = summary("gru4", 16000, metrics, out, data="/data/speech commands")
+    assert f"python -m kws_tf.export {model} --data '/data/speech commands'   #" in text

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from kws_tf import data as kdata
-from kws_tf.data import DataError, SynthesisError
+from kws_tf.data import SYNTHETIC_DEFAULTS, DataError, SynthesisError
+from kws_tf.data.synthetic import (ACCENTS, PEAK, PITCH, SNR_DB, VARIANTS, WPM, _place, held_out,
+                                   make_speakers)
 
 WORDS = ("yes", "no", "up")
 SMALL = {"words": WORDS, "clips_per_word": 4, "seed": 0}
@@ -46,18 +48,52 @@ def test_clips_are_speech_and_differ_between_speakers(synth):
         assert 0.15 <= loud.mean() <= 0.95 and env.max() > 30 * np.median(env[~loud])
         spectrum = np.abs(np.fft.rfft(x)) ** 2
         assert spectrum[: len(spectrum) // 2].sum() > 0.9 * spectrum.sum()  # mostly below 4 kHz
-    # Speakers are voices: each has its own pitch, the same in every word.  The two training
-    # speakers of seed 0 are eSpeak's "m1" at pitch 22 and "f1" at pitch 50.
+    # Speakers are voices: each has its own pitch in every word.  The two training speakers of
+    # seed 0 are eSpeak's "m1" at pitch 13 (~60 Hz) and "f1" at pitch 50 (~165 Hz); the pitch
+    # of each clip varies a little around the speaker's.
+    assert [s.voice.split("+")[1] for s in make_speakers(4)[:2]] == ["m1", "f1"]
     pitch = np.array([[_f0(x) for x in audio[labels == word]] for word in range(3)])  # (word, speaker)
-    assert np.all(pitch[:, 1] > 1.5 * pitch[:, 0])
-    assert np.all(pitch.max(axis=0) < 1.15 * pitch.min(axis=0))
+    assert pitch[:, 1].min() > 2 * pitch[:, 0].max()
+
+
+def test_clip_level_position_and_noise():
+    """_place: speech at a peak in PEAK, anywhere in the second, over noise SNR_DB below it."""
+    speaker = make_speakers(1)[0]
+    t = np.arange(6000) / 16000
+    speech = np.sin(2 * np.pi * 200 * t) * np.hanning(len(t))
+    rms = lambda x: np.sqrt(np.mean(x ** 2))  # noqa: E731
+    peaks, starts, snrs = [], [], []
+    for word in WORDS + ("cat", "dog", "bed", "bird", "go", "on", "off", "left", "right"):
+        clip = _place(speech, 0, speaker, word)
+        start = int(np.argmax(np.abs(np.correlate(clip, speech, "valid"))))
+        scale = np.dot(clip[start:start + len(t)], speech) / np.dot(speech, speech)
+        noise = np.concatenate([clip[:start], clip[start + len(t):]])
+        peaks.append(scale)
+        starts.append(start)
+        snrs.append(20 * np.log10(rms(scale * speech) / rms(noise)))
+    assert PEAK[0] * 0.98 <= min(peaks) and max(peaks) <= PEAK[1] * 1.02
+    assert SNR_DB[0] - 1 <= min(snrs) and max(snrs) <= SNR_DB[1] + 1
+    assert np.ptp(snrs) > 10 and np.ptp(np.log(peaks)) > 1 and np.ptp(starts) > 4000  # they vary
+    assert np.array_equal(_place(speech, 0, speaker, "yes"), _place(speech, 0, speaker, "yes"))
+
+
+def test_default_set_size_and_speakers():
+    """The default set (what --data synthetic builds): 80 speakers, 64/8/8, every voice variant
+    and accent used, speakers distinct."""
+    speakers = make_speakers(SYNTHETIC_DEFAULTS["clips_per_word"], SYNTHETIC_DEFAULTS["seed"])
+    assert len(speakers) == 80 and held_out(80) == 8 and len(SYNTHETIC_DEFAULTS["words"]) == 35
+    assert len({s.id for s in speakers}) == 80
+    assert len({(s.voice, s.wpm, s.pitch, s.pitch_range) for s in speakers}) == 80
+    assert {s.voice.split("+")[1] for s in speakers} == set(VARIANTS)
+    assert {s.voice.split("+")[0] for s in speakers} == set(ACCENTS)
+    assert all(WPM[0] <= s.wpm <= WPM[1] and PITCH[0] <= s.pitch <= PITCH[1] for s in speakers)
 
 
 def _f0(x, rate=16000):
-    """Median pitch (Hz) of the loud frames: autocorrelation peak between 60 and 400 Hz."""
-    frames = x[: len(x) // 640 * 640].reshape(-1, 640)
+    """Median pitch (Hz) of the loud frames: autocorrelation peak between 50 and 400 Hz."""
+    frames = x[: len(x) // 1024 * 1024].reshape(-1, 1024)
     energy = (frames ** 2).mean(axis=1)
-    lo, hi = rate // 400, rate // 60
+    lo, hi = rate // 400, rate // 50
     peaks = []
     for f in frames[energy > 0.3 * energy.max()]:
         ac = np.correlate(f - f.mean(), f - f.mean(), "full")[len(f) - 1:]
