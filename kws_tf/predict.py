@@ -16,106 +16,19 @@ speech_commands ``RecognizeCommands``).  Labels starting with ``_`` (``_silence_
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from . import cli
+from .runtime import Scorer, load_scorer
+from .streaming import DEFAULTS, RecognizeCommands, stream
 
 AUDIO_SUFFIXES = (".wav", ".wave")
-
-
-# ----------------------------------------------------------------------------- models
-class Scorer:
-    """Any of the three model formats: ``probabilities(audio (n, samples)) -> (n, classes)``."""
-
-    kind: str
-    labels: list
-    sample_rate: int
-
-    def probabilities(self, audio) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-class KerasScorer(Scorer):
-    kind = "keras"
-
-    def __init__(self, path):
-        from . import artifacts
-
-        self.model, info = artifacts.load_model(path, compile=False)
-        self.labels, self.sample_rate = list(info["labels"]), int(info["sample_rate"])
-
-    def probabilities(self, audio, batch_size: int = 32):
-        from .runtime import softmax
-
-        audio = np.asarray(audio, np.float32)
-        out = []
-        for i in range(0, len(audio), batch_size):
-            # fixed-size batches (zero-padded): one traced function, no predict() set-up per call
-            chunk = audio[i:i + batch_size]
-            padded = np.pad(chunk, ((0, batch_size - len(chunk)), (0, 0)))
-            out.append(np.asarray(self.model.predict_on_batch(padded))[:len(chunk)])
-        return softmax(np.concatenate(out))
-
-
-class SavedModelScorer(Scorer):
-    kind = "savedmodel"
-
-    def __init__(self, folder):
-        from .runtime import SavedModelRunner
-
-        self.runner = SavedModelRunner(folder)
-        self.sample_rate = self.runner.samples  # the model takes one second of audio
-        self.labels = read_labels(folder, self.runner.signature.structured_outputs["probabilities"].shape[-1])
-
-    def probabilities(self, audio):
-        return self.runner.probabilities(audio)
-
-
-class TFLiteScorer(Scorer):
-    kind = "tflite"
-
-    def __init__(self, path):
-        from .tflite import TFLiteModel
-
-        self.model = TFLiteModel(path)
-        self.sample_rate = self.model.samples
-        self.labels = read_labels(Path(path).parent, self.model.num_classes)
-
-    def probabilities(self, audio):
-        return self.model.probabilities(audio)
-
-
-def read_labels(folder, num_classes=None) -> list:
-    """labels.txt in ``folder`` or its parent (an export folder holds it beside savedmodel/)."""
-    folder = Path(folder)
-    for candidate in (folder / "labels.txt", folder.parent / "labels.txt"):
-        if candidate.is_file():
-            labels = [line.strip() for line in candidate.read_text().splitlines() if line.strip()]
-            if num_classes is not None and len(labels) != int(num_classes):
-                raise ValueError(f"{candidate} has {len(labels)} labels, the model has {num_classes} outputs")
-            return labels
-    raise FileNotFoundError(f"no labels.txt in {folder} or {folder.parent} (kws_tf.export writes it)")
-
-
-def load_scorer(path) -> Scorer:
-    """A ``.keras`` file, a SavedModel folder or a ``.tflite`` file."""
-    path = Path(path)
-    if path.is_dir():
-        return SavedModelScorer(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model at {path}")
-    if path.suffix == ".tflite":
-        return TFLiteScorer(path)
-    if path.suffix == ".keras":
-        return KerasScorer(path)
-    raise ValueError(f"{path}: unknown model format; use a .keras file, a SavedModel folder or a .tflite file")
 
 
 # ----------------------------------------------------------------------------- audio
@@ -194,110 +107,6 @@ def predict_files(scorer: Scorer, paths, k: int = 3, as_json: bool = False, batc
                 ranked = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in top)
                 print(f"{f}: {ranked}", file=out, flush=True)
     return failed
-
-
-# ----------------------------------------------------------------------------- streaming
-@dataclasses.dataclass
-class Detection:
-    label: str
-    score: float  # the averaged probability that passed the threshold
-    start: float  # seconds: start of the window that scored the word highest
-    time: float  # seconds: end of the window at which the detection was made
-
-
-# Chosen on validation-split recordings with the 12-label gru4 (benchmarks/streaming.py: the most
-# command words found at <= 30 false alarms per hour); README "The 12-label task and streaming
-# detection" has the test-split figures.  The earlier defaults were 0.8 / 0.75 s / 1.0 s.
-DEFAULTS = {"threshold": 0.9, "average": 0.5, "suppression": 0.75}
-
-
-class RecognizeCommands:
-    """Turns a stream of per-window probabilities into keyword detections.
-
-    The logic of TensorFlow's speech_commands ``RecognizeCommands``: average the
-    probabilities of the windows of the last ``average_window`` seconds (reporting nothing
-    until ``minimum_count`` windows are in), take the top label, and report it if its average
-    passes ``threshold``, it is not a ``_``-label, at least ``suppression`` seconds have
-    passed since the previous detection, and it is a new word: a different label, or the same
-    one after the scores fell below the threshold (or to a ``_``-label) in between, so that a
-    word said twice with a pause is counted twice but one long utterance only once.
-    """
-
-    def __init__(self, labels: Sequence[str], average_window: float = None, threshold: float = None,
-                 suppression: float = None, minimum_count: int = 2):
-        average_window = DEFAULTS["average"] if average_window is None else average_window
-        threshold = DEFAULTS["threshold"] if threshold is None else threshold
-        suppression = DEFAULTS["suppression"] if suppression is None else suppression
-        if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"--threshold must be in (0, 1], got {threshold}")
-        if average_window <= 0 or suppression < 0 or minimum_count < 1:
-            raise ValueError("--average must be > 0, --suppression >= 0 and minimum count >= 1")
-        self.labels = list(labels)
-        self.average_window, self.threshold = float(average_window), float(threshold)
-        self.suppression, self.minimum_count = float(suppression), int(minimum_count)
-        self._recent = collections.deque()  # (window start s, window end s, probabilities)
-        self._last: Optional[Detection] = None
-        self._armed = True
-
-    def process(self, start: float, end: float, probabilities) -> Optional[Detection]:
-        """Feed one window (its start/end time in seconds); return a Detection or None."""
-        probabilities = np.asarray(probabilities, np.float64)
-        if self._recent and end <= self._recent[-1][1]:
-            raise ValueError(f"windows must come in time order ({end} after {self._recent[-1][1]})")
-        self._recent.append((start, end, probabilities))
-        while self._recent and self._recent[0][1] <= end - self.average_window + 1e-6:
-            self._recent.popleft()
-        if len(self._recent) < self.minimum_count:
-            return None
-        average = np.mean([p for _, _, p in self._recent], axis=0)
-        top = int(np.argmax(average))
-        label, score = self.labels[top], float(average[top])
-        if label.startswith("_") or score < self.threshold:
-            self._armed = True  # silence/unknown or nothing confident: the next word is new
-            return None
-        if self._last is not None and end - self._last.time < self.suppression:
-            return None
-        if self._last is not None and label == self._last.label and not self._armed:
-            return None
-        best = max(self._recent, key=lambda r: r[2][top])
-        self._last = Detection(label, score, float(best[0]), float(end))
-        self._armed = False
-        return self._last
-
-
-def window_starts(n_samples: int, window: int, hop: int) -> list:
-    """Window starts covering the whole recording (the last window padded with zeros)."""
-    last = max(n_samples - window, 0)
-    starts = list(range(0, last + 1, hop))
-    if starts[-1] < last:
-        starts.append(starts[-1] + hop)
-    return starts
-
-
-def stream(scorer: Scorer, audio: np.ndarray, window: float = 1.0, hop: float = 0.25,
-           recognizer: Optional[RecognizeCommands] = None, batch: int = 64) -> list:
-    """Detections in ``audio`` (float32 at the scorer's rate), in time order."""
-    rate = scorer.sample_rate
-    if not 0 < window <= 10 or not 0 < hop <= window:
-        raise ValueError(f"need 0 < --hop <= --window <= 10 s, got window {window}, hop {hop}")
-    win, step = int(round(window * rate)), max(1, int(round(hop * rate)))
-    recognizer = recognizer or RecognizeCommands(scorer.labels)
-    audio = np.asarray(audio, np.float32)
-    starts = window_starts(len(audio), win, step)
-    padded = np.pad(audio, (0, max(starts[-1] + win - len(audio), 0)))
-    detections = []
-    for i in range(0, len(starts), batch):
-        chunk = starts[i:i + batch]
-        clips = np.stack([_fit(padded[s:s + win], rate) for s in chunk])
-        for s, p in zip(chunk, scorer.probabilities(clips)):
-            d = recognizer.process(s / rate, (s + win) / rate, p)
-            if d is not None:
-                detections.append(d)
-    return detections
-
-
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    return x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -1,6 +1,8 @@
-"""Running an exported model: softmax, the SavedModel's serving signature.
+"""Running a trained or exported model: softmax, the SavedModel's serving signature, and one
+``Scorer`` interface over the three formats (``.keras``, SavedModel folder, ``.tflite``).
 
-Shared by the export's parity checks and ``kws_tf.predict``; nothing here converts or writes.
+Shared by the export's parity checks, ``kws_tf.predict`` and the streaming detector; nothing
+here converts or writes.
 """
 from __future__ import annotations
 
@@ -49,3 +51,87 @@ class SavedModelRunner:
             audio = audio[None]
         return np.concatenate([self(audio[i:i + batch_size])["probabilities"]
                                for i in range(0, len(audio), batch_size)])
+
+
+# ----------------------------------------------------------------------------- scorers
+class Scorer:
+    """Any of the three model formats: ``probabilities(audio (n, samples)) -> (n, classes)``."""
+
+    kind: str
+    labels: list
+    sample_rate: int
+
+    def probabilities(self, audio) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class KerasScorer(Scorer):
+    kind = "keras"
+
+    def __init__(self, path):
+        from . import artifacts
+
+        self.model, info = artifacts.load_model(path, compile=False)
+        self.labels, self.sample_rate = list(info["labels"]), int(info["sample_rate"])
+
+    def probabilities(self, audio, batch_size: int = 32):
+        audio = np.asarray(audio, np.float32)
+        out = []
+        for i in range(0, len(audio), batch_size):
+            # fixed-size batches (zero-padded): one traced function, no predict() set-up per call
+            chunk = audio[i:i + batch_size]
+            padded = np.pad(chunk, ((0, batch_size - len(chunk)), (0, 0)))
+            out.append(np.asarray(self.model.predict_on_batch(padded))[:len(chunk)])
+        return softmax(np.concatenate(out))
+
+
+class SavedModelScorer(Scorer):
+    kind = "savedmodel"
+
+    def __init__(self, folder):
+        self.runner = SavedModelRunner(folder)
+        self.sample_rate = self.runner.samples  # the model takes one second of audio
+        self.labels = read_labels(folder, self.runner.signature.structured_outputs["probabilities"].shape[-1])
+
+    def probabilities(self, audio):
+        return self.runner.probabilities(audio)
+
+
+class TFLiteScorer(Scorer):
+    kind = "tflite"
+
+    def __init__(self, path):
+        from .tflite import TFLiteModel
+
+        self.model = TFLiteModel(path)
+        self.sample_rate = self.model.samples
+        self.labels = read_labels(Path(path).parent, self.model.num_classes)
+
+    def probabilities(self, audio):
+        return self.model.probabilities(audio)
+
+
+def read_labels(folder, num_classes=None) -> list:
+    """labels.txt in ``folder`` or its parent (an export folder holds it beside savedmodel/)."""
+    folder = Path(folder)
+    for candidate in (folder / "labels.txt", folder.parent / "labels.txt"):
+        if candidate.is_file():
+            labels = [line.strip() for line in candidate.read_text().splitlines() if line.strip()]
+            if num_classes is not None and len(labels) != int(num_classes):
+                raise ValueError(f"{candidate} has {len(labels)} labels, the model has {num_classes} outputs")
+            return labels
+    raise FileNotFoundError(f"no labels.txt in {folder} or {folder.parent} (kws_tf.export writes it)")
+
+
+def load_scorer(path) -> Scorer:
+    """A ``.keras`` file, a SavedModel folder or a ``.tflite`` file."""
+    path = Path(path)
+    if path.is_dir():
+        return SavedModelScorer(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model at {path}")
+    if path.suffix == ".tflite":
+        return TFLiteScorer(path)
+    if path.suffix == ".keras":
+        return KerasScorer(path)
+    raise ValueError(f"{path}: unknown model format; use a .keras file, a SavedModel folder or a .tflite file")

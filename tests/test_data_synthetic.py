@@ -6,8 +6,8 @@ import pytest
 
 from kws_tf import data as kdata
 from kws_tf.data import SYNTHETIC_DEFAULTS, DataError, SynthesisError
-from kws_tf.data.synthetic import (ACCENTS, PEAK, PITCH, SNR_DB, VARIANTS, WPM, _place, held_out,
-                                   make_speakers)
+from kws_tf.data.synthetic import (ACCENTS, PEAK, PITCH, SNR_DB, VOICE_VARIANTS, WPM, _place,
+                                   held_out, make_speakers)
 
 WORDS = ("yes", "no", "up")
 SMALL = {"words": WORDS, "clips_per_word": 4, "seed": 0}
@@ -84,7 +84,7 @@ def test_default_set_size_and_speakers():
     assert len(speakers) == 80 and held_out(80) == 8 and len(SYNTHETIC_DEFAULTS["words"]) == 35
     assert len({s.id for s in speakers}) == 80
     assert len({(s.voice, s.wpm, s.pitch, s.pitch_range) for s in speakers}) == 80
-    assert {s.voice.split("+")[1] for s in speakers} == set(VARIANTS)
+    assert {s.voice.split("+")[1] for s in speakers} == set(VOICE_VARIANTS)
     assert {s.voice.split("+")[0] for s in speakers} == set(ACCENTS)
     assert all(WPM[0] <= s.wpm <= WPM[1] and PITCH[0] <= s.pitch <= PITCH[1] for s in speakers)
 

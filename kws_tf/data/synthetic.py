@@ -39,7 +39,7 @@ ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc",
 # eSpeak NG's plain male and female voice variants.  (Adding its ~70 others, which add
 # robotic, whispered or exaggerated effects, made gru4 need far more training than the quick
 # start has to reach the same accuracy on held-out speakers.)
-VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
+VOICE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
 NOISES = ("white_noise", "pink_noise", "brown_noise", "hum")
 NOISE_SECONDS = 15
 # Ranges drawn from, uniformly: per speaker, words per minute, pitch and pitch range (eSpeak's
@@ -65,7 +65,8 @@ class Speaker:
 
 def make_speakers(n: int, seed: int = 0) -> list:
     rng = np.random.default_rng([seed, 1])
-    variants = list(rng.permutation(VARIANTS))  # cycle through all variants before repeating
+    # cycle through all voice variants before repeating
+    variants = list(rng.permutation(VOICE_VARIANTS))
     return [Speaker(hashlib.sha1(f"kws_tf-synthetic:{seed}:{i}".encode()).hexdigest()[:8],
                     f"{ACCENTS[rng.integers(len(ACCENTS))]}+{variants[i % len(variants)]}",
                     int(rng.integers(WPM[0], WPM[1] + 1)),
