@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO
-from kws_tf import artifacts, get_variant
+from conftest import REPO, tiny_variant
+from kws_tf import artifacts
 from kws_tf.data.tasks import (SILENCE, UNKNOWN, ZERO_SILENCE, count_for, parse_words,
                                silence_clips, task_labels, word_task)
 from kws_tf.training import FitConfig, _train_batches, fit, load_training_data
@@ -17,7 +17,7 @@ from kws_tf.training import FitConfig, _train_batches, fit, load_training_data
 sys.path.insert(0, str(REPO))
 from benchmarks import streaming  # noqa: E402
 
-TINY = get_variant("gru1").replace(name="tiny", conv_channels=(8, 16), gru_units=8)
+TINY = tiny_variant("gru1")
 CFG = dict(sample_rate=8000, epochs=3, batch_size=8, verbose=0, jit_compile=False)
 
 
