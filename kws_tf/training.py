@@ -331,7 +331,11 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
             "labels": data.labels, "environment": environment(), "cpu_memory": cpu_memory,
             "command": sys.argv, **(extra_config or {})})
     if config.verbose:
-        print(f"{v.describe()}\n{count_trainable_params(model):,} trainable parameters; "
+        changed = config.overrides(v)
+        print(v.describe() + (f"\nthis run changes the recipe: "
+                              + ", ".join(f"{k} {val}" for k, val in changed.items())
+                              if changed else ""))
+        print(f"{count_trainable_params(model):,} trainable parameters; "
               f"{job.n_train} training clips at {config.sample_rate} Hz; run folder {output}")
     _train_epochs(job, model, state, callbacks)
     if not job.chief:  # the chief evaluates and writes the results
