@@ -113,9 +113,11 @@ def train_flops_per_clip(variant, rate, input_rate):
 
 def bench_training(configs, columns, rounds, steps, batch, peak, log):
     workers = {name: Worker(fw, env) for name, (fw, env, _) in columns.items()}
-    samples = {}
+    samples, loads = {}, []
     try:
         for r in range(rounds):
+            # Other jobs on the cores change every figure: the 1-min load average per round.
+            loads.append(round(os.getloadavg()[0], 2))
             for variant, rate in configs:
                 input_rate = 16000 if rate != 16000 else None  # study resampled per batch
                 for name, (_, _, opts) in columns.items():
@@ -144,7 +146,8 @@ def bench_training(configs, columns, rounds, steps, batch, peak, log):
         row = {"variant": variant, "sample_rate": rate, "input_rate": input_rate or rate,
                "column": name, "options": columns[name][2], "env": columns[name][1],
                "batch": batch, "steps_per_round": steps,
-               "clips_per_s_rounds": [round(x["clips_per_s"], 2) for x in reps]}
+               "clips_per_s_rounds": [round(x["clips_per_s"], 2) for x in reps],
+               "loadavg_1min_rounds": loads}
         if reps:
             cps = statistics.median(x["clips_per_s"] for x in reps)
             gflops = cps * train_flops_per_clip(variant, rate, input_rate) / 1e9
@@ -365,7 +368,8 @@ def main(argv=None):
     t_start = time.time()
     peak = common.cpu_peak()
     print(f"CPU: {peak['model_name']} (family {peak['family']} model {peak['model']}), "
-          f"{peak['cores']} cores; bf16: {peak['bf16_flags'] or 'no'}")
+          f"{peak['cores']} cores; bf16: {peak['bf16_flags'] or 'no'}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"fp32 peak: {peak['derivation']}")
     if args.quick:
         # keras-torch is the slowest column and not the comparison --quick is for; add it
@@ -409,7 +413,8 @@ def main(argv=None):
             for k, v in res.items():
                 print(f"  {k}: {v}")
     result["wall_s"] = round(time.time() - t_start, 1)
-    print(f"\nwall time {result['wall_s']} s")
+    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"\nwall time {result['wall_s']} s; load average {result['loadavg_end']}")
     if not args.no_save:
         path = Path(args.out) if args.out else RESULTS / f"{peak and result['machine']['tag']}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -234,6 +234,7 @@ def test_bf16_columns_run_only_where_the_cpu_has_bf16(monkeypatch, bf16_flags):
     peak = {"bf16_flags": bf16_flags, "peak_gflops_fp32": 100.0}
     rows = run.bench_training([("gru4", 16000)], cols, 2, 1, 100, peak, lambda s: None)
     measured = {r["column"] for r in rows if "clips_per_s" in r}
+    assert all(len(r["loadavg_1min_rounds"]) == 2 for r in rows)  # recorded with every figure
     fp32 = {"keras-tf-opt", "torch", "torch-malloc"}
     assert measured == (set(run.HEADLINE) if bf16_flags else fp32)
     # ratios: fp32 columns vs PyTorch with our allocator, bf16 ones vs PyTorch bf16
