@@ -63,6 +63,7 @@ ABLATIONS = {
     "tf fast+jit": ("keras", TF, OPT),
     "tf fast+jit spe=2": ("keras", TF, {**OPT, "steps_per_execution": 2}),
     "tf fast+jit inter_op=1": ("keras", {**TF, "KWS_INTER_OP_THREADS": "1"}, OPT),
+    "tf fast+jit reuse-mem inter_op=1": ("keras", {**REUSE, "KWS_INTER_OP_THREADS": "1"}, OPT),
     "tf fast+jit bf16": ("keras", TF, JIT_BF16),
     # bf16 without XLA: TF's own (oneDNN) kernels, which have bf16 convolutions/matmuls;
     # XLA's CPU convolutions do not use oneDNN's bf16 path.
@@ -173,7 +174,7 @@ def reference_column(rows, column_opts):
 def print_training(rows):
     by = {(r["variant"], r["sample_rate"], r["column"]): r for r in rows}
     cols = list(dict.fromkeys(r["column"] for r in rows))
-    print(f"\n{'model':14s}" + "".join(f"{c:>28s}" for c in cols))
+    print(f"\n{'model':14s}" + "".join(f" {c:>27s}" for c in cols))
     refs = set()
     for variant, rate in dict.fromkeys((r["variant"], r["sample_rate"]) for r in rows):
         line = f"{variant}@{rate // 1000}kHz".ljust(14)
