@@ -3,6 +3,7 @@
     python -m benchmarks.profile_blocks                       # gru4 @ 16 kHz, batch 100
     python -m benchmarks.profile_blocks --no-reuse-cpu-memory # as before cpu_memory.py
     python -m benchmarks.profile_blocks --variant gru1 --sample-rate 8000 --plain
+    python -m benchmarks.profile_blocks --plain --no-jit --mixed-precision  # what bf16 trains
 
 Times forward + weight gradients of growing prefixes of the model (up to block 1's conv, its
 BatchNorm, its pool+ReLU, block 2, ... the classifier) under ``tf.function(jit_compile=True)``
@@ -37,7 +38,7 @@ def make_step(sub, jit, batch):
     @tf.function(jit_compile=jit)
     def step(x):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(sub(x, training=True) * proj)
+            loss = tf.reduce_sum(tf.cast(sub(x, training=True), tf.float32) * proj)
         return tape.gradient(loss, weights)
     return step
 
@@ -50,6 +51,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--plain", action="store_true", help="build_model(fast=False)")
     p.add_argument("--no-jit", action="store_true", help="tf.function without XLA")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="the mixed_bfloat16 policy (as --mixed-precision trains)")
     add_reuse_cpu_memory_flag(p)
     args = p.parse_args(argv)
 
@@ -61,12 +64,16 @@ def main(argv=None):
     from benchmarks.common import cpu_peak
     from kws_tf.models import build_model
 
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.mixed_precision
+                                            else "float32")
+
     info = cpu_peak()
     print(f"CPU: {info['model_name']} (family {info['family']} model {info['model']}), "
           f"{info['cores']} cores, fp32 peak {info['peak_gflops_fp32']} GFLOP/s; "
           f"{args.variant}@{args.sample_rate // 1000}kHz batch {args.batch}, "
           f"{'plain' if args.plain else 'fast'} build, "
-          f"{'no XLA' if args.no_jit else 'XLA'}, reuse_cpu_memory={args.reuse_cpu_memory}")
+          f"{'no XLA' if args.no_jit else 'XLA'}, reuse_cpu_memory={args.reuse_cpu_memory}, "
+          f"{'bfloat16' if args.mixed_precision else 'float32'}")
     model = build_model(args.variant, args.sample_rate, fast=not args.plain)
     n_blocks = sum(1 for layer in model.layers if layer.name.endswith("_conv"))
     cuts = [("block1 conv", "block1_conv"), ("block1 BatchNorm", "block1_bn"),

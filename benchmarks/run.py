@@ -30,6 +30,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # The fit-path settings this benchmark recommends (keras-tf-opt), see README.md.
 OPT = {"fast": True, "jit_compile": True}
+# --mixed-precision as the fit path runs it on a CPU (FitConfig.speed_defaults): the plain
+# build without XLA (TF's oneDNN bf16 kernels) under the mixed_bfloat16 policy.
+OPT_BF16 = {"fast": False, "jit_compile": False, "mixed_precision": "mixed_bfloat16"}
+# --mixed-precision before 2026-11-27: the float32 settings plus the policy (XLA's bf16).
+JIT_BF16 = {**OPT, "mixed_precision": "mixed_bfloat16"}
 TF = {"KERAS_BACKEND": "tensorflow"}
 # kws_tf.cpu_memory.reuse_cpu_memory(), which the fit path calls by default.
 REUSE = {**TF, "KWS_REUSE_CPU_MEMORY": "1"}
@@ -43,8 +48,14 @@ COLUMNS = {
     "keras-tf-opt": ("keras", REUSE, OPT),
     "torch": ("torch", {}, {}),
     "torch-malloc": ("torch", MALLOC_ENV, {}),
+    # bf16 columns run only where lscpu lists avx512_bf16 or amx_bf16 (else: skipped).
+    "keras-tf-opt-bf16": ("keras", REUSE, OPT_BF16),
+    "torch-malloc-bf16": ("torch", MALLOC_ENV, {"amp": True}),
     "keras-torch": ("keras", {"KERAS_BACKEND": "torch"}, {}),
 }
+# The headline (--quick and the default): ours vs PyTorch as shipped, with our allocator
+# setting, and (where the CPU has bf16) both in bf16.
+HEADLINE = ("keras-tf-opt", "torch", "torch-malloc", "keras-tf-opt-bf16", "torch-malloc-bf16")
 ABLATIONS = {
     "tf plain": ("keras", TF, {}),
     "tf jit": ("keras", TF, {"jit_compile": True}),
@@ -52,7 +63,13 @@ ABLATIONS = {
     "tf fast+jit": ("keras", TF, OPT),
     "tf fast+jit spe=2": ("keras", TF, {**OPT, "steps_per_execution": 2}),
     "tf fast+jit inter_op=1": ("keras", {**TF, "KWS_INTER_OP_THREADS": "1"}, OPT),
-    "tf fast+jit bf16": ("keras", TF, {**OPT, "mixed_precision": "mixed_bfloat16"}),
+    "tf fast+jit reuse-mem inter_op=1": ("keras", {**REUSE, "KWS_INTER_OP_THREADS": "1"}, OPT),
+    "tf fast+jit bf16": ("keras", TF, JIT_BF16),
+    # bf16 without XLA: TF's own (oneDNN) kernels, which have bf16 convolutions/matmuls;
+    # XLA's CPU convolutions do not use oneDNN's bf16 path.
+    "tf fast bf16 no-jit": ("keras", REUSE, {"fast": True, "mixed_precision": "mixed_bfloat16"}),
+    "tf plain bf16 no-jit": ("keras", REUSE, OPT_BF16),
+    "tf fast+jit bf16 reuse-mem": ("keras", REUSE, JIT_BF16),
     # Allocation: block 1's 272 MB activations are malloc'd per step; glibc serves them with
     # fresh mmap pages, so every step page-faults ~1 GB of zeroed memory (cpu_memory.py).
     "tf fast+jit bfc": ("keras", {**TF, "TF_CPU_ALLOCATOR_USE_BFC": "true"}, OPT),
@@ -61,7 +78,13 @@ ABLATIONS = {
     "tf plain reuse-mem": ("keras", REUSE, {}),
     "torch": ("torch", {}, {}),
     "torch malloc": ("torch", MALLOC_ENV, {}),
+    "torch malloc bf16": ("torch", MALLOC_ENV, {"amp": True}),
 }
+
+
+def is_bf16(opts: dict) -> bool:
+    """A column that computes in bfloat16 (Keras mixed_bfloat16 or torch.autocast bf16)."""
+    return opts.get("mixed_precision") == "mixed_bfloat16" or bool(opts.get("amp"))
 
 
 class Worker:
@@ -91,14 +114,16 @@ def train_flops_per_clip(variant, rate, input_rate):
 
 def bench_training(configs, columns, rounds, steps, batch, peak, log):
     workers = {name: Worker(fw, env) for name, (fw, env, _) in columns.items()}
-    samples = {}
+    samples, loads = {}, []
     try:
         for r in range(rounds):
+            # Other jobs on the cores change every figure: the 1-min load average per round.
+            loads.append(round(os.getloadavg()[0], 2))
             for variant, rate in configs:
                 input_rate = 16000 if rate != 16000 else None  # study resampled per batch
                 for name, (_, _, opts) in columns.items():
                     # Options a column cannot use on this CPU are skipped, not faked.
-                    if opts.get("mixed_precision") == "mixed_bfloat16" and not peak["bf16_flags"]:
+                    if is_bf16(opts) and not peak["bf16_flags"]:
                         if r == 0:
                             log(f"  skip {name}: CPU has no avx512_bf16/amx_bf16")
                         continue
@@ -122,7 +147,8 @@ def bench_training(configs, columns, rounds, steps, batch, peak, log):
         row = {"variant": variant, "sample_rate": rate, "input_rate": input_rate or rate,
                "column": name, "options": columns[name][2], "env": columns[name][1],
                "batch": batch, "steps_per_round": steps,
-               "clips_per_s_rounds": [round(x["clips_per_s"], 2) for x in reps]}
+               "clips_per_s_rounds": [round(x["clips_per_s"], 2) for x in reps],
+               "loadavg_1min_rounds": loads}
         if reps:
             cps = statistics.median(x["clips_per_s"] for x in reps)
             gflops = cps * train_flops_per_clip(variant, rate, input_rate) / 1e9
@@ -133,23 +159,38 @@ def bench_training(configs, columns, rounds, steps, batch, peak, log):
     return rows
 
 
-def print_training(rows, ref="torch"):
+REFS = ("torch-malloc", "torch malloc", "torch")  # PyTorch given our allocator setting first
+BF16_REFS = ("torch-malloc-bf16", "torch malloc bf16")
+
+
+def reference_column(rows, column_opts):
+    """The PyTorch column a row is compared with: with our allocator setting where measured,
+    and in bf16 (autocast) for bf16 columns where that was measured."""
+    present = {r["column"] for r in rows if "clips_per_s" in r}
+    pool = (BF16_REFS + REFS) if is_bf16(column_opts) else REFS
+    return next((c for c in pool if c in present), None)
+
+
+def print_training(rows):
     by = {(r["variant"], r["sample_rate"], r["column"]): r for r in rows}
     cols = list(dict.fromkeys(r["column"] for r in rows))
-    print(f"\n{'model':14s}" + "".join(f"{c:>24s}" for c in cols))
+    print(f"\n{'model':14s}" + "".join(f" {c:>27s}" for c in cols))
+    refs = set()
     for variant, rate in dict.fromkeys((r["variant"], r["sample_rate"]) for r in rows):
         line = f"{variant}@{rate // 1000}kHz".ljust(14)
-        base = by.get((variant, rate, ref), {}).get("clips_per_s")
         for c in cols:
             r = by.get((variant, rate, c), {})
             if "clips_per_s" not in r:
-                line += f"{'failed/skipped':>24s}"
+                line += f"{'failed/skipped':>28s}"
                 continue
-            ratio = f" {r['clips_per_s'] / base:4.2f}x" if base else ""
-            line += f"{r['clips_per_s']:>8.1f}/s {r['frac_of_peak'] * 100:4.0f}%pk{ratio}"
+            ref = reference_column(rows, r["options"])
+            base = by.get((variant, rate, ref), {}).get("clips_per_s")
+            ratio = f" {r['clips_per_s'] / base:4.2f}x" if base and ref != c else " " * 6
+            refs.add(ref)
+            line += f"{r['clips_per_s']:>12.1f}/s {r['frac_of_peak'] * 100:4.0f}%pk{ratio}"
         print(line)
     print("  (clips/s median of rounds; %pk = achieved training GFLOP/s / fp32 peak; "
-          f"Nx = vs {ref})")
+          f"Nx = vs {' / '.join(sorted(r for r in refs if r))} (bf16 columns vs PyTorch bf16))")
 
 
 # ------------------------------------------------------------------- inference + pipeline
@@ -328,21 +369,23 @@ def main(argv=None):
     t_start = time.time()
     peak = common.cpu_peak()
     print(f"CPU: {peak['model_name']} (family {peak['family']} model {peak['model']}), "
-          f"{peak['cores']} cores; bf16: {peak['bf16_flags'] or 'no'}")
+          f"{peak['cores']} cores; bf16: {peak['bf16_flags'] or 'no'}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"fp32 peak: {peak['derivation']}")
     if args.quick:
         # keras-torch is the slowest column and not the comparison --quick is for; add it
         # back with --columns keras-tf,keras-tf-opt,torch,keras-torch.
         configs, steps = [("gru4", 16000)], args.steps or 1
-        columns = {k: COLUMNS[k] for k in ("keras-tf", "keras-tf-opt", "torch", "torch-malloc")}
+        columns = {k: COLUMNS[k] for k in HEADLINE}
     else:
         configs = [(v, int(r)) for v in args.variants.split(",") for r in args.rates.split(",")]
         steps = args.steps or 2
-        columns = dict(COLUMNS)
+        columns = {k: COLUMNS[k] for k in ("keras-tf", *HEADLINE, "keras-torch")}
     if args.ablations:
         configs, columns = [("gru4", 16000)], dict(ABLATIONS)
     if args.columns:
-        pool = ABLATIONS if args.ablations else COLUMNS
+        # Any headline or ablation column may be named (ablation names win on a clash).
+        pool = {**COLUMNS, **ABLATIONS} if args.ablations else {**ABLATIONS, **COLUMNS}
         columns = {k: pool[k] for k in args.columns.split(",")}
     sections = (args.sections.split(",") if args.sections
                 else ["training"] if args.ablations else ["training", "inference", "pipeline"])
@@ -371,7 +414,8 @@ def main(argv=None):
             for k, v in res.items():
                 print(f"  {k}: {v}")
     result["wall_s"] = round(time.time() - t_start, 1)
-    print(f"\nwall time {result['wall_s']} s")
+    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"\nwall time {result['wall_s']} s; load average {result['loadavg_end']}")
     if not args.no_save:
         path = Path(args.out) if args.out else RESULTS / f"{peak and result['machine']['tag']}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -42,9 +42,10 @@ class FitConfig:
     optimizer: Optional[str] = None
     seed: int = 0
     augment: bool = False
-    # Measured fastest on CPU (benchmarks/README.md): XLA plus the pool-before-ReLU build,
-    # which computes the same function.  model.keras is always saved as the plain build.
-    jit_compile: bool = True
+    # None: decided by ``speed_defaults`` (what fit() runs and config.json records).
+    # float32: XLA plus the pool-before-ReLU build, which computes the same function, measured
+    # fastest on CPU (benchmarks/README.md).  model.keras is always saved as the plain build.
+    jit_compile: Optional[bool] = None
     # None: follow jit_compile (the fast build is slower than the plain one without XLA).
     fast_model: Optional[bool] = None
     mixed_precision: bool = False
@@ -75,6 +76,19 @@ class FitConfig:
             "epochs": int(pick(self.epochs, variant.epochs)),
             "loss": variant.loss,
         }
+
+    def speed_defaults(self, gpu: bool = False) -> "FitConfig":
+        """This config with jit_compile and fast_model decided: the one place they are.
+
+        XLA (with the fast build) in float32; with ``mixed_precision`` on a CPU, no XLA and the
+        plain build: XLA's CPU convolutions do not use oneDNN's bfloat16 kernels, and TF's own
+        (oneDNN) ops train faster there (benchmarks/README.md, 2026-11-27).  Flags set
+        explicitly are kept."""
+        jit = self.jit_compile
+        if jit is None:
+            jit = not self.mixed_precision or gpu
+        fast = jit if self.fast_model is None else self.fast_model
+        return dataclasses.replace(self, jit_compile=bool(jit), fast_model=bool(fast))
 
     def overrides(self, variant: Variant) -> dict:
         """Only the recipe entries this config changed (recorded in config.json)."""
@@ -319,6 +333,8 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
     if config.mixed_precision:
         _check_bf16()
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    # (The GPU check initialises TensorFlow's runtime: only where bf16 already did.)
+    config = config.speed_defaults(gpu=config.mixed_precision and _has_gpu())
     strategy = distribute.make_strategy(config.strategy)
     job = _Job(v, data, config, config.recipe(v), output, strategy, distribute.is_chief(strategy))
     state, model = _resume_or_build(job, resume)
@@ -343,11 +359,15 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
     return _finish(job, model, state)
 
 
-def _check_bf16() -> None:
-    """Refuse bfloat16 where it would only be emulated: it would train slower than float32."""
+def _has_gpu() -> bool:
     import tensorflow as tf
 
-    if not bf16_flags() and not tf.config.list_logical_devices("GPU"):
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def _check_bf16() -> None:
+    """Refuse bfloat16 where it would only be emulated: it would train slower than float32."""
+    if not bf16_flags() and not _has_gpu():
         raise ValueError("mixed precision (bfloat16) needs a CPU with avx512_bf16 or amx_bf16, "
                          "or a GPU; this CPU would emulate it, slower than float32: train in "
                          "float32 instead")
@@ -437,8 +457,7 @@ def _resume_or_build(job: _Job, resume: bool):
     with distribute.scope(job.strategy):
         model = build_model(v, config.sample_rate, num_classes=len(job.data.labels),
                             input_rate=job.feed_rate(job.data["training"]),
-                            fast=config.jit_compile if config.fast_model is None
-                            else config.fast_model, sync_batchnorm=job.strategy is not None)
+                            fast=config.fast_model, sync_batchnorm=job.strategy is not None)
         compile_model(model, job.recipe, job.steps, config.jit_compile)
     state = {"epoch": 0, "history": [], "best_epoch": None, "best_val_loss": None,
              "batch_losses": [], "train_seconds": 0.0}

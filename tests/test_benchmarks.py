@@ -181,3 +181,90 @@ def test_profile_blocks_differentiates_every_prefix(capsys):
                                     "block2", "GRU + classifier"]
     assert sum(r[2] for r in rows) == pytest.approx(rows[-1][1])
     assert "clips/s" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------ columns of benchmarks.run
+def test_headline_columns_compare_with_pytorch_given_our_allocator_and_in_bf16():
+    from benchmarks import run
+    from kws_tf.cpu_memory import GLIBC_ENV
+
+    assert {"keras-tf-opt", "torch", "torch-malloc", "torch-malloc-bf16",
+            "keras-tf-opt-bf16"} <= set(run.HEADLINE) <= set(run.COLUMNS)
+    fw, env, opts = run.COLUMNS["torch-malloc-bf16"]
+    assert fw == "torch" and env == GLIBC_ENV and opts == {"amp": True}
+    assert run.COLUMNS["torch-malloc"][1] == GLIBC_ENV
+    # keras-tf-opt(-bf16) are what the fit path runs (FitConfig.speed_defaults, on a CPU)
+    from kws_tf.training import FitConfig
+
+    for column, cfg in (("keras-tf-opt", FitConfig()),
+                        ("keras-tf-opt-bf16", FitConfig(mixed_precision=True))):
+        fw, env, opts = run.COLUMNS[column]
+        cfg = cfg.speed_defaults(gpu=False)
+        assert fw == "keras" and env["KWS_REUSE_CPU_MEMORY"] == "1"
+        assert (opts["fast"], opts["jit_compile"]) == (cfg.fast_model, cfg.jit_compile)
+        assert (opts.get("mixed_precision") == "mixed_bfloat16") == cfg.mixed_precision
+    no_jit = run.ABLATIONS["tf fast bf16 no-jit"][2]
+    assert no_jit["mixed_precision"] == "mixed_bfloat16" and not no_jit.get("jit_compile")
+    assert [c for c, (_, _, o) in run.COLUMNS.items() if run.is_bf16(o)] == [
+        "keras-tf-opt-bf16", "torch-malloc-bf16"]
+
+
+class _FakeWorker:
+    """Stands in for a worker process: answers every config with a fixed figure."""
+    started = []
+
+    def __init__(self, framework, env):
+        self.started.append((framework, env))
+
+    def ask(self, cmd):
+        opts = cmd["config"]["options"]
+        return {"ok": True, "seconds": 1.0, "peak_rss_mb": 1.0,
+                "clips_per_s": 20.0 if opts.get("amp") or opts.get("mixed_precision") else 10.0}
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("bf16_flags", [[], ["avx512_bf16"]])
+def test_bf16_columns_run_only_where_the_cpu_has_bf16(monkeypatch, bf16_flags):
+    from benchmarks import run
+
+    monkeypatch.setattr(run, "Worker", _FakeWorker)
+    cols = {k: run.COLUMNS[k] for k in run.HEADLINE}
+    peak = {"bf16_flags": bf16_flags, "peak_gflops_fp32": 100.0}
+    rows = run.bench_training([("gru4", 16000)], cols, 2, 1, 100, peak, lambda s: None)
+    measured = {r["column"] for r in rows if "clips_per_s" in r}
+    assert all(len(r["loadavg_1min_rounds"]) == 2 for r in rows)  # recorded with every figure
+    fp32 = {"keras-tf-opt", "torch", "torch-malloc"}
+    assert measured == (set(run.HEADLINE) if bf16_flags else fp32)
+    # ratios: fp32 columns vs PyTorch with our allocator, bf16 ones vs PyTorch bf16
+    assert run.reference_column(rows, cols["keras-tf-opt"][2]) == "torch-malloc"
+    assert run.reference_column(rows, cols["keras-tf-opt-bf16"][2]) == (
+        "torch-malloc-bf16" if bf16_flags else "torch-malloc")
+    run.print_training(rows)
+
+
+def test_quick_headline_has_the_pytorch_columns(monkeypatch, capsys):
+    from benchmarks import run
+
+    seen = {}
+
+    def fake_bench(configs, columns, *a, **k):
+        seen.update(configs=configs, columns=list(columns))
+        return []
+
+    monkeypatch.setattr(run, "bench_training", fake_bench)
+    assert run.main(["--quick", "--sections", "training", "--no-save"]) == 0
+    assert seen["configs"] == [("gru4", 16000)] and seen["columns"] == list(run.HEADLINE)
+    run.main(["--sections", "training", "--no-save", "--columns",
+              "keras-tf-opt,tf fast bf16 no-jit,torch-malloc-bf16"])  # ablations may be named
+    assert seen["columns"] == ["keras-tf-opt", "tf fast bf16 no-jit", "torch-malloc-bf16"]
+    assert "CPU:" in capsys.readouterr().out
+
+
+def test_torch_bf16_column_computes_in_bfloat16():
+    trainer = common.TorchTrainer("gru4", 8000, batch=2, steps=1, amp=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = trainer.model(trainer.x)
+    assert out.dtype == torch.bfloat16
+    assert trainer.run() > 0

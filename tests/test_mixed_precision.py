@@ -1,5 +1,7 @@
 """--mixed-precision: bfloat16 computes what float32 does (within bf16's precision), and a CPU
 without bf16 instructions is refused instead of emulating bf16 slower than float32."""
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -18,18 +20,43 @@ def float32_after():
     keras.mixed_precision.set_global_policy("float32")
 
 
-@pytest.mark.parametrize("variant", ["gru4", "gru1"])
-def test_bf16_build_computes_the_float32_function(variant, float32_after):
+def test_mixed_precision_trains_without_xla_on_cpu():
+    """One place decides the speed settings: XLA + fast build in float32; in bf16 on a CPU
+    TF's own (oneDNN) kernels with the plain build; explicit flags win."""
+    fp32 = FitConfig().speed_defaults()
+    assert (fp32.jit_compile, fp32.fast_model) == (True, True)
+    bf16 = FitConfig(mixed_precision=True).speed_defaults()
+    assert (bf16.jit_compile, bf16.fast_model) == (False, False)
+    gpu = FitConfig(mixed_precision=True).speed_defaults(gpu=True)
+    assert (gpu.jit_compile, gpu.fast_model) == (True, True)
+    forced = FitConfig(mixed_precision=True, jit_compile=True).speed_defaults()
+    assert (forced.jit_compile, forced.fast_model) == (True, True)
+    assert FitConfig(jit_compile=False).speed_defaults().fast_model is False
+    assert FitConfig(fast_model=True, mixed_precision=True).speed_defaults().fast_model is True
+
+
+@pytest.mark.parametrize("variant,jit", [("gru4", None), ("gru1", None), ("gru4", True)])
+def test_bf16_build_computes_the_float32_function(variant, jit, float32_after):
+    """The build --mixed-precision trains (jit=None: the one speed_defaults picks; True: the
+    fast build under XLA) computes the float32 model's function, inference and training mode."""
+    import tensorflow as tf
+
+    cfg = FitConfig(mixed_precision=True, jit_compile=jit).speed_defaults()
     x = np.random.default_rng(0).normal(0, 0.1, (8, 8000)).astype("float32")
     ref_model = build_model(variant, 8000)
     ref = ref_model.predict(x, verbose=0)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = build_model(variant, 8000, fast=True)  # the training build, as --mixed-precision runs it
+    model = build_model(variant, 8000, fast=cfg.fast_model)
     model.set_weights(ref_model.get_weights())
+    # (a training-mode call updates BatchNorm's moving statistics: after the copy)
+    ref_train = keras.ops.convert_to_numpy(ref_model(x, training=True))
     assert model.get_layer("block1_conv").compute_dtype == "bfloat16"
     out = np.asarray(model.predict(x, verbose=0), np.float32)
     assert out.dtype == np.float32 and np.abs(out - ref).max() <= BF16_RTOL * np.abs(ref).max()
     assert np.abs(out - ref).max() > 0  # really computed in bf16
+    step = tf.function(lambda a: model(a, training=True), jit_compile=cfg.jit_compile)
+    out_train = np.asarray(step(x), np.float32)
+    assert np.abs(out_train - ref_train).max() <= BF16_RTOL * np.abs(ref_train).max()
 
 
 def _data():
@@ -51,9 +78,11 @@ def test_cpu_without_bf16_is_refused_in_one_line(monkeypatch, tmp_path, float32_
 def test_bf16_fit_trains_where_the_cpu_has_it(monkeypatch, tmp_path, float32_after):
     monkeypatch.setattr(training, "bf16_flags", lambda: ["avx512_bf16"])  # emulated elsewhere
     run = fit(tiny_variant(), _data(), FitConfig(sample_rate=8000, epochs=2, batch_size=20,
-                                                 verbose=0, jit_compile=False,
-                                                 mixed_precision=True), output=tmp_path)
+                                                 verbose=0, mixed_precision=True), output=tmp_path)
     assert run.model.get_layer("block1_conv").compute_dtype == "bfloat16"
+    # the speed settings fit() decided are the ones config.json records
+    recorded = json.loads((tmp_path / "config.json").read_text())["fit_config"]
+    assert (recorded["jit_compile"], recorded["fast_model"]) == (False, False)
     assert all(np.isfinite(r["loss"]) for r in run.history)
     shipped = keras.models.load_model(tmp_path / "model.keras")
     assert shipped.get_layer("gru").variable_dtype == "float32"  # weights stay float32
