@@ -348,7 +348,7 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
             "command": sys.argv, **(extra_config or {})})
     if config.verbose:
         changed = config.overrides(v)
-        print(v.describe() + (f"\nthis run changes the recipe: "
+        print(v.describe() + ("\nthis run changes the recipe: "
                               + ", ".join(f"{k} {val}" for k, val in changed.items())
                               if changed else ""))
         print(f"{count_trainable_params(model):,} trainable parameters; "
