@@ -8,10 +8,15 @@ import pytest
 
 from conftest import tiny_variant
 from kws_tf import build_model, training
+from kws_tf.machine import bf16_flags
 from kws_tf.training import FitConfig, fit
 
 # bfloat16 keeps 8 bits of mantissa: outputs within 2 % of their own scale.
 BF16_RTOL = 0.02
+# Computing in bf16 needs the instructions (or a GPU): without them --mixed-precision refuses,
+# and TF's oneDNN may abort the process (seen with ONEDNN_MAX_CPU_ISA=AVX2 on an AVX-512 CPU).
+needs_bf16 = pytest.mark.skipif(not bf16_flags(), reason="no bf16 instructions on this CPU "
+                                "(or hidden by ONEDNN_MAX_CPU_ISA); --mixed-precision refuses it")
 
 
 @pytest.fixture
@@ -35,6 +40,7 @@ def test_mixed_precision_trains_without_xla_on_cpu():
     assert FitConfig(fast_model=True, mixed_precision=True).speed_defaults().fast_model is True
 
 
+@needs_bf16
 @pytest.mark.parametrize("variant,jit", [("gru4", None), ("gru1", None), ("gru4", True)])
 def test_bf16_build_computes_the_float32_function(variant, jit, float32_after):
     """The build --mixed-precision trains (jit=None: the one speed_defaults picks; True: the
@@ -65,6 +71,18 @@ def _data():
     return tiny_data(None, 8000)
 
 
+def test_oneDNN_isa_cap_below_bf16_hides_the_bf16_instructions(monkeypatch):
+    from kws_tf import machine
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert machine.bf16_flags() == []
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert machine.bf16_flags() == ["avx512_bf16"]
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert machine.bf16_flags() == ["avx512_bf16"]
+
+
 def test_cpu_without_bf16_is_refused_in_one_line(monkeypatch, tmp_path, float32_after):
     monkeypatch.setattr(training, "bf16_flags", lambda: [])
     with pytest.raises(ValueError, match="needs a CPU with avx512_bf16 or amx_bf16"):
@@ -75,8 +93,8 @@ def test_cpu_without_bf16_is_refused_in_one_line(monkeypatch, tmp_path, float32_
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_bf16_fit_trains_where_the_cpu_has_it(monkeypatch, tmp_path, float32_after):
-    monkeypatch.setattr(training, "bf16_flags", lambda: ["avx512_bf16"])  # emulated elsewhere
+@needs_bf16
+def test_bf16_fit_trains_where_the_cpu_has_it(tmp_path, float32_after):
     run = fit(tiny_variant(), _data(), FitConfig(sample_rate=8000, epochs=2, batch_size=20,
                                                  verbose=0, mixed_precision=True), output=tmp_path)
     assert run.model.get_layer("block1_conv").compute_dtype == "bfloat16"
