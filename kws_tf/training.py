@@ -408,9 +408,7 @@ class _Job:
         rate = self.config.sample_rate
         on_device = self.config.resample_on_device
         if on_device is None:  # with an accelerator, resample there (inside the training step)
-            import tensorflow as tf
-
-            on_device = bool(tf.config.list_logical_devices("GPU"))
+            on_device = _has_gpu()
         if on_device and getattr(split, "sample_rate", rate) != rate:
             return int(split.sample_rate)
         return rate

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_variant, write_wav
+from conftest import REPO, crash_at_step, tiny_variant, write_wav
 from kws_tf.data import DataError, DataWarning, load_arrays, open_decoded, stream_batches
 from kws_tf.data import cache as kcache
 from kws_tf.training import FitConfig, SplitArrays, TrainingData, fit, load_training_data
@@ -232,13 +232,9 @@ def test_training_from_the_cache_matches_in_memory_and_resumes_exactly(root, cac
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
 
-    class Crash(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.optimizer.iterations.numpy()) == 7:  # mid epoch 2
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(TINY, streamed, FitConfig(**CFG), output=tmp_path / "b", callbacks=[Crash()])
+        fit(TINY, streamed, FitConfig(**CFG), output=tmp_path / "b",
+            callbacks=[crash_at_step(7)])  # mid epoch 2
     resumed = fit(TINY, load_training_data(root, 8000, cache_dir=cache), FitConfig(**CFG),
                   output=tmp_path / "b", resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]

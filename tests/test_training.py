@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import tiny_variant
+from conftest import crash_at_step, tiny_variant
 from kws_tf import artifacts
 from kws_tf.training import (FitConfig, SplitArrays, TrainingData, TrainingError,
                              classification_metrics, fit, make_optimizer)
@@ -165,13 +165,9 @@ def test_nan_loss_stops_with_last_good_checkpoint(data, tmp_path):
 def test_resume_after_interruption_matches_uninterrupted(data, tmp_path):
     full = fit(TINY_WD, data, FitConfig(**CFG), output=tmp_path / "a")
 
-    class Crash(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.optimizer.iterations.numpy()) == 5:  # mid epoch 2
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(TINY_WD, data, FitConfig(**CFG), output=tmp_path / "b", callbacks=[Crash()])
+        fit(TINY_WD, data, FitConfig(**CFG), output=tmp_path / "b",
+            callbacks=[crash_at_step(5)])  # mid epoch 2
     resumed = fit(TINY_WD, data, FitConfig(**CFG), output=tmp_path / "b", resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     for a, b in zip(full.history, resumed.history):
