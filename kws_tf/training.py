@@ -303,9 +303,9 @@ def check_output_dir(output: Path) -> None:
     """Fail early, in one line, if the run folder cannot be written."""
     try:
         output.mkdir(parents=True, exist_ok=True)
-        probe = output / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        # A probe of its own: every worker of a cluster checks the same folder at once.
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".write-test-"):
+            pass
     except OSError as e:
         raise TrainingError(f"cannot write to output folder {output}: {e.strerror or e}") from None
 

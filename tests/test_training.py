@@ -7,7 +7,7 @@ import pytest
 from conftest import crash_at_step, tiny_variant
 from kws_tf import artifacts
 from kws_tf.training import (FitConfig, SplitArrays, TrainingData, TrainingError,
-                             classification_metrics, fit, make_optimizer)
+                             check_output_dir, classification_metrics, fit, make_optimizer)
 
 # Small but real: the study's block structure with fewer channels, so a fit takes seconds.
 TINY = tiny_variant("gru1")
@@ -184,6 +184,19 @@ def test_refuses_to_overwrite_or_mix_runs(data, tmp_path):
     with pytest.raises(TrainingError, match="different run"):
         fit(TINY, data, FitConfig(**{**CFG, "epochs": 1, "batch_size": 10}), output=tmp_path,
             resume=True)
+
+
+def test_output_check_is_safe_when_every_worker_checks_the_same_folder_at_once(tmp_path):
+    # The workers of a cluster all check the run folder as they start (a shared probe file
+    # made one worker's unlink fail on CI); afterwards the folder holds nothing.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: [check_output_dir(tmp_path / "run") for _ in range(300)], range(8)))
+    assert list((tmp_path / "run").iterdir()) == []
+    (tmp_path / "file").write_text("")
+    with pytest.raises(TrainingError, match="cannot write to output folder"):
+        check_output_dir(tmp_path / "file" / "run")
 
 
 def test_sgd_weight_decay_is_pytorchs_coupled_l2():
