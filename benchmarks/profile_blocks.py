@@ -75,9 +75,13 @@ def main(argv=None):
           f"{'no XLA' if args.no_jit else 'XLA'}, reuse_cpu_memory={args.reuse_cpu_memory}, "
           f"{'bfloat16' if args.mixed_precision else 'float32'}")
     model = build_model(args.variant, args.sample_rate, fast=not args.plain)
-    n_blocks = sum(1 for layer in model.layers if layer.name.endswith("_conv"))
-    cuts = [("block1 conv", "block1_conv"), ("block1 BatchNorm", "block1_bn"),
-            ("block1 pool+ReLU", "block1_relu")]
+    names = [layer.name for layer in model.layers]
+    n_blocks = sum(1 for name in names if name.endswith("_relu"))
+    if "block1_conv_bn" in names:  # the fast build's folded conv + BatchNorm
+        cuts = [("block1 conv+BN", "block1_conv_bn")]
+    else:
+        cuts = [("block1 conv", "block1_conv"), ("block1 BatchNorm", "block1_bn")]
+    cuts += [("block1 pool+ReLU", "block1_relu")]
     cuts += [(f"block{i}", f"block{i}_relu") for i in range(2, n_blocks + 1)]
     cuts += [("GRU + classifier", model.layers[-1].name)]
 

@@ -56,7 +56,7 @@ def test_bf16_build_computes_the_float32_function(variant, jit, float32_after):
     model.set_weights(ref_model.get_weights())
     # (a training-mode call updates BatchNorm's moving statistics: after the copy)
     ref_train = keras.ops.convert_to_numpy(ref_model(x, training=True))
-    assert model.get_layer("block1_conv").compute_dtype == "bfloat16"
+    assert model.get_layer("block2_conv").compute_dtype == "bfloat16"
     out = np.asarray(model.predict(x, verbose=0), np.float32)
     assert out.dtype == np.float32 and np.abs(out - ref).max() <= BF16_RTOL * np.abs(ref).max()
     assert np.abs(out - ref).max() > 0  # really computed in bf16
