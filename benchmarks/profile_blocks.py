@@ -77,11 +77,11 @@ def main(argv=None):
     model = build_model(args.variant, args.sample_rate, fast=not args.plain)
     names = [layer.name for layer in model.layers]
     n_blocks = sum(1 for name in names if name.endswith("_relu"))
-    if "block1_conv_bn" in names:  # the fast build's folded conv + BatchNorm
-        cuts = [("block1 conv+BN", "block1_conv_bn")]
+    if "block1_conv_bn_pool" in names:  # the fast build: conv, BatchNorm and pool in one
+        cuts = [("block1 (one layer)", "block1_relu")]
     else:
-        cuts = [("block1 conv", "block1_conv"), ("block1 BatchNorm", "block1_bn")]
-    cuts += [("block1 pool+ReLU", "block1_relu")]
+        cuts = [("block1 conv", "block1_conv"), ("block1 BatchNorm", "block1_bn"),
+                ("block1 pool+ReLU", "block1_relu")]
     cuts += [(f"block{i}", f"block{i}_relu") for i in range(2, n_blocks + 1)]
     cuts += [("GRU + classifier", model.layers[-1].name)]
 

