@@ -22,10 +22,9 @@ def add_fit_args(parser, recipe: bool = True, strategies=STRATEGIES) -> None:
                         help="background-noise mixing and time shift (off in the study's recipe; "
                              "on in the embedded data's, kws_tf.embedded)")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="XLA-compile the training step, with the pool-before-ReLU build that "
-                             "computes the same function faster under XLA (default: on in float32, "
-                             "off with --mixed-precision on a CPU, where oneDNN's bf16 kernels are "
-                             "faster; both measured, FitConfig.speed_defaults)")
+                        help="XLA-compile the training step, with the build that computes the same "
+                             "function faster under XLA (block 1 folded, pool before ReLU; default: "
+                             "on, measured fastest in float32 and bf16, FitConfig.speed_defaults)")
     parser.add_argument("--mixed-precision", action="store_true", help="bfloat16 mixed precision")
     add_reuse_cpu_memory_flag(parser)
     add_strategy_flag(parser, choices=strategies)

@@ -77,16 +77,14 @@ class FitConfig:
             "loss": variant.loss,
         }
 
-    def speed_defaults(self, gpu: bool = False) -> "FitConfig":
+    def speed_defaults(self) -> "FitConfig":
         """This config with jit_compile and fast_model decided: the one place they are.
 
-        XLA (with the fast build) in float32; with ``mixed_precision`` on a CPU, no XLA and the
-        plain build: XLA's CPU convolutions do not use oneDNN's bfloat16 kernels, and TF's own
-        (oneDNN) ops train faster there (benchmarks/README.md, 2026-11-27).  Flags set
-        explicitly are kept."""
-        jit = self.jit_compile
-        if jit is None:
-            jit = not self.mixed_precision or gpu
+        XLA with the fast build, in float32 and with ``mixed_precision`` alike: measured
+        fastest on CPU for both (bf16: 177 clips/s against 142 with TF's own oneDNN bf16
+        kernels and the plain build, gru4 @ 16 kHz; benchmarks/README.md, 2026-11-27).  Flags
+        set explicitly are kept."""
+        jit = True if self.jit_compile is None else self.jit_compile
         fast = jit if self.fast_model is None else self.fast_model
         return dataclasses.replace(self, jit_compile=bool(jit), fast_model=bool(fast))
 
@@ -331,10 +329,9 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
     # The BFC half only takes if TensorFlow has not allocated yet: the CLIs call this earlier.
     cpu_memory = reuse_cpu_memory(config.reuse_cpu_memory)
     if config.mixed_precision:
-        _check_bf16()
+        _check_bf16(config.verbose)
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    # (The GPU check initialises TensorFlow's runtime: only where bf16 already did.)
-    config = config.speed_defaults(gpu=config.mixed_precision and _has_gpu())
+    config = config.speed_defaults()
     strategy = distribute.make_strategy(config.strategy)
     job = _Job(v, data, config, config.recipe(v), output, strategy, distribute.is_chief(strategy))
     state, model = _resume_or_build(job, resume)
@@ -365,12 +362,19 @@ def _has_gpu() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-def _check_bf16() -> None:
-    """Refuse bfloat16 where it would only be emulated: it would train slower than float32."""
-    if not bf16_flags() and not _has_gpu():
+def _check_bf16(verbose: int = 1) -> None:
+    """Refuse bfloat16 where it would only be emulated: it would train slower than float32.
+    On a CPU with bf16 instructions, say in one line that float32 measured faster."""
+    if _has_gpu():
+        return
+    if not bf16_flags():
         raise ValueError("mixed precision (bfloat16) needs a CPU with avx512_bf16 or amx_bf16, "
                          "or a GPU; this CPU would emulate it, slower than float32: train in "
                          "float32 instead")
+    if verbose:
+        print("Note: on CPUs, XLA computes bfloat16 convolutions through float32: "
+              "--mixed-precision measured ~15 % slower than float32 (benchmarks/README.md); "
+              "use it for parity with bf16 runs elsewhere, not for speed")
 
 
 @dataclasses.dataclass

@@ -212,7 +212,7 @@ def test_headline_columns_compare_with_pytorch_given_our_allocator_and_in_bf16()
     for column, cfg in (("keras-tf-opt", FitConfig()),
                         ("keras-tf-opt-bf16", FitConfig(mixed_precision=True))):
         fw, env, opts = run.COLUMNS[column]
-        cfg = cfg.speed_defaults(gpu=False)
+        cfg = cfg.speed_defaults()
         assert fw == "keras" and env["KWS_REUSE_CPU_MEMORY"] == "1"
         assert (opts["fast"], opts["jit_compile"]) == (cfg.fast_model, cfg.jit_compile)
         assert (opts.get("mixed_precision") == "mixed_bfloat16") == cfg.mixed_precision

@@ -25,26 +25,24 @@ def float32_after():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def test_mixed_precision_trains_without_xla_on_cpu():
-    """One place decides the speed settings: XLA + fast build in float32; in bf16 on a CPU
-    TF's own (oneDNN) kernels with the plain build; explicit flags win."""
+def test_one_place_decides_the_speed_settings():
+    """XLA + fast build in float32 and bf16 alike (both measured fastest); explicit flags win."""
     fp32 = FitConfig().speed_defaults()
     assert (fp32.jit_compile, fp32.fast_model) == (True, True)
     bf16 = FitConfig(mixed_precision=True).speed_defaults()
-    assert (bf16.jit_compile, bf16.fast_model) == (False, False)
-    gpu = FitConfig(mixed_precision=True).speed_defaults(gpu=True)
-    assert (gpu.jit_compile, gpu.fast_model) == (True, True)
-    forced = FitConfig(mixed_precision=True, jit_compile=True).speed_defaults()
-    assert (forced.jit_compile, forced.fast_model) == (True, True)
+    assert (bf16.jit_compile, bf16.fast_model) == (True, True)
+    plain = FitConfig(mixed_precision=True, jit_compile=False).speed_defaults()
+    assert (plain.jit_compile, plain.fast_model) == (False, False)
     assert FitConfig(jit_compile=False).speed_defaults().fast_model is False
     assert FitConfig(fast_model=True, mixed_precision=True).speed_defaults().fast_model is True
 
 
 @needs_bf16
-@pytest.mark.parametrize("variant,jit", [("gru4", None), ("gru1", None), ("gru4", True)])
+@pytest.mark.parametrize("variant,jit", [("gru4", None), ("gru1", None), ("gru4", False)])
 def test_bf16_build_computes_the_float32_function(variant, jit, float32_after):
-    """The build --mixed-precision trains (jit=None: the one speed_defaults picks; True: the
-    fast build under XLA) computes the float32 model's function, inference and training mode."""
+    """The build --mixed-precision trains (jit=None: the one speed_defaults picks, the fast
+    build under XLA; False: the plain build without XLA) computes the float32 model's
+    function, inference and training mode."""
     import tensorflow as tf
 
     cfg = FitConfig(mixed_precision=True, jit_compile=jit).speed_defaults()
@@ -93,14 +91,27 @@ def test_cpu_without_bf16_is_refused_in_one_line(monkeypatch, tmp_path, float32_
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_cpu_with_bf16_is_told_in_one_line_that_float32_is_faster(monkeypatch, capsys):
+    monkeypatch.setattr(training, "bf16_flags", lambda: ["avx512_bf16"])
+    monkeypatch.setattr(training, "_has_gpu", lambda: False)
+    training._check_bf16(verbose=1)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "slower than float32" in out
+    training._check_bf16(verbose=0)
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(training, "_has_gpu", lambda: True)
+    training._check_bf16(verbose=1)
+    assert capsys.readouterr().out == ""
+
+
 @needs_bf16
 def test_bf16_fit_trains_where_the_cpu_has_it(tmp_path, float32_after):
     run = fit(tiny_variant(), _data(), FitConfig(sample_rate=8000, epochs=2, batch_size=20,
                                                  verbose=0, mixed_precision=True), output=tmp_path)
-    assert run.model.get_layer("block1_conv").compute_dtype == "bfloat16"
+    assert run.model.get_layer("block2_conv").compute_dtype == "bfloat16"
     # the speed settings fit() decided are the ones config.json records
     recorded = json.loads((tmp_path / "config.json").read_text())["fit_config"]
-    assert (recorded["jit_compile"], recorded["fast_model"]) == (False, False)
+    assert (recorded["jit_compile"], recorded["fast_model"]) == (True, True)
     assert all(np.isfinite(r["loss"]) for r in run.history)
     shipped = keras.models.load_model(tmp_path / "model.keras")
     assert shipped.get_layer("gru").variable_dtype == "float32"  # weights stay float32
