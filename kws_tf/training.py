@@ -42,9 +42,9 @@ class FitConfig:
     optimizer: Optional[str] = None
     seed: int = 0
     augment: bool = False
-    # None: decided by ``speed_defaults`` (what fit() runs and config.json records).
-    # float32: XLA plus the pool-before-ReLU build, which computes the same function, measured
-    # fastest on CPU (benchmarks/README.md).  model.keras is always saved as the plain build.
+    # None: decided by ``speed_defaults`` (what fit() runs and config.json records): XLA plus
+    # the fast build (block 1 folded, pool before ReLU), which computes the same function,
+    # measured fastest on CPU (benchmarks/README.md).  model.keras is always the plain build.
     jit_compile: Optional[bool] = None
     # None: follow jit_compile (the fast build is slower than the plain one without XLA).
     fast_model: Optional[bool] = None
