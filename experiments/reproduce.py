@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 from kws_tf import artifacts, cli, reports
-from kws_tf.cpu_memory import reuse_cpu_memory
-from kws_tf.fit_cli import add_fit_args, add_words_args, fit_config_from_args, word_task_data
+from kws_tf.fit_cli import (add_fit_args, add_words_args, fit_config_from_args, prepare_process,
+                            word_task_data)
 from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant, get_variant
 
 CELL_RECORD = "cell.json"
@@ -318,7 +318,7 @@ def main(argv=None, load_data=None) -> int:
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     from kws_tf.training import check_output_dir
 
-    reuse_cpu_memory(args.reuse_cpu_memory)  # before TensorFlow allocates anything
+    prepare_process(args)  # before TensorFlow allocates or runs anything
 
     output = Path(args.output)
     check_output_dir(output)

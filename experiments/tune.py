@@ -32,8 +32,8 @@ import keras
 import keras_tuner as kt
 
 from kws_tf import artifacts, cli, reports
-from kws_tf.cpu_memory import reuse_cpu_memory
-from kws_tf.fit_cli import add_fit_args, add_words_args, fit_config_from_args, word_task_data
+from kws_tf.fit_cli import (add_fit_args, add_words_args, fit_config_from_args, prepare_process,
+                            word_task_data)
 from kws_tf.models import build_model
 from kws_tf.training import FitConfig
 from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant
@@ -482,7 +482,7 @@ def hold_lock(project: Path):
 def main(argv=None, load_data=None) -> int:
     """``load_data(root, rate) -> TrainingData`` can be swapped (tests use in-memory data)."""
     args = parse_args(argv)
-    reuse_cpu_memory(args.reuse_cpu_memory)  # before TensorFlow allocates anything
+    prepare_process(args)  # before TensorFlow allocates or runs anything
     who = role()
     # The process that holds the oracle: one per search (released when the search ends).
     lock = (hold_lock(Path(args.directory) / args.project_name) if who != "worker"

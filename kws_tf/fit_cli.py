@@ -30,6 +30,17 @@ def add_fit_args(parser, recipe: bool = True, strategies=STRATEGIES) -> None:
     add_strategy_flag(parser, choices=strategies)
 
 
+def prepare_process(args) -> None:
+    """What must happen before TensorFlow runs anything: keep freed CPU memory, and for
+    ``--mixed-precision`` ask for fused element-wise ops with oneDNN convolutions."""
+    from .cpu_memory import reuse_cpu_memory
+    from . import xla_clusters
+
+    reuse_cpu_memory(args.reuse_cpu_memory)
+    if args.mixed_precision:
+        xla_clusters.request()
+
+
 def fit_config_from_args(args, **fields):
     """``FitConfig`` from parsed ``add_fit_args`` flags; ``fields`` set the rest (sample rate...)."""
     from .training import FitConfig  # here, so that parsing arguments does not load TensorFlow

@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from . import cli
-from .cpu_memory import reuse_cpu_memory
 from .distribute import make_strategy
 from .embedded import embedded_recipe
-from .fit_cli import add_fit_args, add_words_args, fit_config_from_args, word_task_data
+from .fit_cli import (add_fit_args, add_words_args, fit_config_from_args, prepare_process,
+                      word_task_data)
 
 
 def parse_args(argv=None):
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     from .variants import get_variant
 
     variant = get_variant(args.variant)  # fail fast, before TensorFlow loads data
-    reuse_cpu_memory(args.reuse_cpu_memory)  # before TensorFlow allocates anything
+    prepare_process(args)  # before TensorFlow allocates or runs anything
     make_strategy(args.strategy)  # multiworker: before TensorFlow runs anything
     from .data import resolve_data
     from .training import check_output_dir, default_output, fit, load_training_data

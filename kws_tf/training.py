@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import keras
 import numpy as np
 
-from . import artifacts, reports
+from . import artifacts, reports, xla_clusters
 from .cpu_memory import reuse_cpu_memory
 from .errors import TrainingError  # noqa: F401  (re-exported)
 from .machine import bf16_flags, cpu_model
@@ -49,6 +49,10 @@ class FitConfig:
     # None: follow jit_compile (the fast build is slower than the plain one without XLA).
     fast_model: Optional[bool] = None
     mixed_precision: bool = False
+    # bf16 on a CPU: XLA fuses the element-wise ops, oneDNN runs the convolutions, instead of
+    # XLA compiling the whole step (kws_tf.xla_clusters).  None: on with mixed_precision on a
+    # CPU where TensorFlow started with its flags.
+    xla_clusters: Optional[bool] = None
     # Keep freed CPU memory instead of page-faulting ~1 GB back in every step (cpu_memory.py):
     # the largest single CPU speed-up measured; computes the same thing.
     reuse_cpu_memory: bool = True
@@ -77,16 +81,22 @@ class FitConfig:
             "loss": variant.loss,
         }
 
-    def speed_defaults(self) -> "FitConfig":
-        """This config with jit_compile and fast_model decided: the one place they are.
+    def speed_defaults(self, clusters_ready: bool = False, gpu: bool = False) -> "FitConfig":
+        """This config with jit_compile, fast_model and xla_clusters decided: the one place.
 
-        XLA with the fast build, in float32 and with ``mixed_precision`` alike: measured
-        fastest on CPU for both (bf16: 177 clips/s against 142 with TF's own oneDNN bf16
-        kernels and the plain build, gru4 @ 16 kHz; benchmarks/README.md, 2026-11-27).  Flags
-        set explicitly are kept."""
-        jit = True if self.jit_compile is None else self.jit_compile
-        fast = jit if self.fast_model is None else self.fast_model
-        return dataclasses.replace(self, jit_compile=bool(jit), fast_model=bool(fast))
+        The fast build always; in float32 (and bf16 on a GPU) compiled whole by XLA; in bf16 on
+        a CPU with XLA fusing the element-wise ops and oneDNN running the convolutions where
+        TensorFlow started with that (``clusters_ready``, kws_tf.xla_clusters), else whole by
+        XLA.  Measured, gru4 @ 16 kHz (benchmarks/README.md, 2026-11-27): fp32 ~210 clips/s;
+        bf16 279 clustered, 177 whole, 158 without XLA.  Flags set explicitly are kept."""
+        clusters = self.xla_clusters
+        if clusters is None:
+            clusters = self.mixed_precision and self.jit_compile is None and clusters_ready \
+                and not gpu
+        jit = (not clusters) if self.jit_compile is None else self.jit_compile
+        fast = (jit or clusters) if self.fast_model is None else self.fast_model
+        return dataclasses.replace(self, jit_compile=bool(jit), fast_model=bool(fast),
+                                   xla_clusters=bool(clusters))
 
     def overrides(self, variant: Variant) -> dict:
         """Only the recipe entries this config changed (recorded in config.json)."""
@@ -328,10 +338,20 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
     check_output_dir(output)
     # The BFC half only takes if TensorFlow has not allocated yet: the CLIs call this earlier.
     cpu_memory = reuse_cpu_memory(config.reuse_cpu_memory)
+    gpu = False
     if config.mixed_precision:
-        _check_bf16(config.verbose)
+        xla_clusters.request()  # before the GPU check starts TensorFlow's runtime
+        gpu = _has_gpu()
+        _check_bf16(gpu)
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    config = config.speed_defaults()
+    config = config.speed_defaults(config.mixed_precision and xla_clusters.active(), gpu)
+    if config.xla_clusters and not xla_clusters.active():
+        raise TrainingError("xla_clusters needs TensorFlow started with its flags: call "
+                            "kws_tf.xla_clusters.request() before anything runs in TensorFlow")
+    if config.mixed_precision and not (gpu or config.xla_clusters) and config.verbose:
+        print("Note: bfloat16 compiled whole by XLA runs its convolutions through float32 on "
+              "a CPU, slower than float32 training; kws_tf.xla_clusters.request() before "
+              "TensorFlow starts makes it faster (the training CLIs do)")
     strategy = distribute.make_strategy(config.strategy)
     job = _Job(v, data, config, config.recipe(v), output, strategy, distribute.is_chief(strategy))
     state, model = _resume_or_build(job, resume)
@@ -362,19 +382,12 @@ def _has_gpu() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-def _check_bf16(verbose: int = 1) -> None:
-    """Refuse bfloat16 where it would only be emulated: it would train slower than float32.
-    On a CPU with bf16 instructions, say in one line that float32 measured faster."""
-    if _has_gpu():
-        return
-    if not bf16_flags():
+def _check_bf16(gpu: bool) -> None:
+    """Refuse bfloat16 where it would only be emulated: it would train slower than float32."""
+    if not gpu and not bf16_flags():
         raise ValueError("mixed precision (bfloat16) needs a CPU with avx512_bf16 or amx_bf16, "
                          "or a GPU; this CPU would emulate it, slower than float32: train in "
                          "float32 instead")
-    if verbose:
-        print("Note: on CPUs, XLA computes bfloat16 convolutions through float32: "
-              "--mixed-precision measured ~15 % slower than float32 (benchmarks/README.md); "
-              "use it for parity with bf16 runs elsewhere, not for speed")
 
 
 @dataclasses.dataclass

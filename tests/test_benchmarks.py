@@ -209,13 +209,16 @@ def test_headline_columns_compare_with_pytorch_given_our_allocator_and_in_bf16()
     # keras-tf-opt(-bf16) are what the fit path runs (FitConfig.speed_defaults, on a CPU)
     from kws_tf.training import FitConfig
 
+    from kws_tf import xla_clusters
+
     for column, cfg in (("keras-tf-opt", FitConfig()),
                         ("keras-tf-opt-bf16", FitConfig(mixed_precision=True))):
         fw, env, opts = run.COLUMNS[column]
-        cfg = cfg.speed_defaults()
+        cfg = cfg.speed_defaults(clusters_ready=True)
         assert fw == "keras" and env["KWS_REUSE_CPU_MEMORY"] == "1"
         assert (opts["fast"], opts["jit_compile"]) == (cfg.fast_model, cfg.jit_compile)
         assert (opts.get("mixed_precision") == "mixed_bfloat16") == cfg.mixed_precision
+        assert (env.get("TF_XLA_FLAGS") == " ".join(xla_clusters.FLAGS)) == cfg.xla_clusters
     no_jit = run.ABLATIONS["tf fast bf16 no-jit"][2]
     assert no_jit["mixed_precision"] == "mixed_bfloat16" and not no_jit.get("jit_compile")
     assert [c for c, (_, _, o) in run.COLUMNS.items() if run.is_bf16(o)] == [
