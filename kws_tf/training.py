@@ -176,7 +176,8 @@ def _train_batches(split, batch_size: int, seed: int, epoch: int, augment: bool,
     # Keep the keep-last-partial-batch behaviour of PyTorch's DataLoader.
     ds = stream_batches(split, order, batch_size, sample_rate, shard)
     if augment:
-        ds = augment_dataset(ds, root, sample_rate=sample_rate, seed=seed * 100_003 + epoch)
+        ds = augment_dataset(ds, root, sample_rate=sample_rate, seed=seed * 100_003 + epoch,
+                             new_draws_each_pass=False)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -494,7 +495,8 @@ def _train_epochs(job: _Job, model, state: dict, callbacks: Sequence) -> None:
             if config.verbose:
                 print(f"Early stopping: val_loss has not improved since epoch {state['best_epoch']}")
             break
-        keras.utils.set_random_seed(config.seed * 1000 + epoch)
+        # (No global seed per epoch: data order and augmentation are functions of (seed,
+        # epoch) already, and a new global seed retraces the step: 6 s an epoch with clusters.)
         lr = current_lr(model.optimizer)
         start = time.perf_counter()
         # One fit() call per epoch: each epoch gets its own (seed, epoch)-ordered data.

@@ -237,3 +237,25 @@ def test_classification_metrics_by_hand():
     assert m["per_class"]["a"] == {"precision": 0.5, "recall": 1.0, "support": 1}
     assert m["per_class"]["b"]["recall"] == 0.5
     assert m["loss"] == pytest.approx(-np.mean(np.log([0.7, 0.8, 0.3, 0.6])))
+
+
+def test_augmented_epochs_are_functions_of_seed_and_epoch_alone(tiny_root, data):
+    """The fit path sets no global seed per epoch (a new one retraces the training step):
+    its augmented batches must not depend on it, so a resumed run sees the same epochs."""
+    import tensorflow as tf
+
+    from kws_tf.training import _train_batches
+
+    def epoch(e, global_seed):
+        tf.random.set_seed(global_seed)
+        ds = _train_batches(data["training"], 20, seed=3, epoch=e, augment=True,
+                            sample_rate=8000, root=tiny_root, max_steps=None)
+        return np.concatenate([x.numpy() for x, _ in ds])
+
+    first = epoch(1, global_seed=0)
+    np.testing.assert_array_equal(first, epoch(1, global_seed=12345))
+    assert not np.array_equal(first, epoch(2, global_seed=0))
+    clean = np.concatenate([x.numpy() for x, _ in _train_batches(
+        data["training"], 20, seed=3, epoch=1, augment=False, sample_rate=8000, root=tiny_root,
+        max_steps=None)])
+    assert not np.array_equal(first, clean)  # really augmented

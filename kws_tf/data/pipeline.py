@@ -254,7 +254,7 @@ def _noise(root: str, sample_rate: int) -> tuple:
 
 def augment_dataset(ds, root, sample_rate: int = SAMPLE_RATE, seed: int = 0,
                     background_frequency: float = 0.8, background_volume: float = 0.1,
-                    time_shift_ms: float = 100.0):
+                    time_shift_ms: float = 100.0, new_draws_each_pass: bool = True):
     """Augment a dataset of ``(audio, label)`` batches like TensorFlow's speech_commands example.
 
     Per clip: shift in time by a uniform offset in ±``time_shift_ms`` (zeros fill the gap),
@@ -262,6 +262,8 @@ def augment_dataset(ds, root, sample_rate: int = SAMPLE_RATE, seed: int = 0,
     ``root/_background_noise_`` recording scaled by a uniform volume in
     [0, ``background_volume``], and clip to [-1, 1].  Random draws come from ``seed``: the
     same seed gives the same augmented epochs; each pass over the dataset gets new draws.
+    With ``new_draws_each_pass=False`` batch i's draws are a function of (seed, i) alone, not of
+    TensorFlow's global seed (the fit path builds one dataset per epoch, seeded by the epoch).
     """
     import tensorflow as tf
 
@@ -292,7 +294,10 @@ def augment_dataset(ds, root, sample_rate: int = SAMPLE_RATE, seed: int = 0,
         mixed = shifted + tf.cast(volume, tf.float32)[:, None] * background
         return tf.clip_by_value(mixed, -1.0, 1.0), label
 
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    if new_draws_each_pass:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    else:
+        seeds = tf.data.Dataset.counter()
     return tf.data.Dataset.zip(seeds, ds).map(lambda s, xy: augment(s, *xy),
                                                num_parallel_calls=tf.data.AUTOTUNE)
 
