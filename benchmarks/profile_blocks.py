@@ -62,7 +62,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from benchmarks.common import cpu_peak
-    from kws_tf.models import build_model
+    from kws_tf.models import ConvBatchNorm1D, build_model
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.mixed_precision
                                             else "float32")
@@ -75,9 +75,8 @@ def main(argv=None):
           f"{'no XLA' if args.no_jit else 'XLA'}, reuse_cpu_memory={args.reuse_cpu_memory}, "
           f"{'bfloat16' if args.mixed_precision else 'float32'}")
     model = build_model(args.variant, args.sample_rate, fast=not args.plain)
-    names = [layer.name for layer in model.layers]
-    n_blocks = sum(1 for name in names if name.endswith("_relu"))
-    if "block1_conv_bn_pool" in names:  # the fast build: conv, BatchNorm and pool in one
+    n_blocks = sum(1 for layer in model.layers if layer.name.endswith("_relu"))
+    if any(isinstance(layer, ConvBatchNorm1D) for layer in model.layers):  # folded block 1
         cuts = [("block1 (one layer)", "block1_relu")]
     else:
         cuts = [("block1 conv", "block1_conv"), ("block1 BatchNorm", "block1_bn"),

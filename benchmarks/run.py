@@ -74,7 +74,7 @@ ABLATIONS = {
     "tf fast+jit bf16": ("keras", TF, JIT_BF16),
     # bf16 without XLA: TF's own (oneDNN) kernels, which have bf16 convolutions/matmuls;
     # XLA's CPU convolutions do not use oneDNN's bf16 path.
-    "tf fast bf16 no-jit": ("keras", REUSE, {"fast": True, "mixed_precision": "mixed_bfloat16"}),
+    "tf fast bf16 no-jit": ("keras", REUSE, OPT_BF16),  # keras-tf-opt-bf16 without the clusters
     "tf plain bf16 no-jit": ("keras", REUSE, PLAIN_BF16),
     "tf fast+jit bf16 reuse-mem": ("keras", REUSE, JIT_BF16),
     # Allocation: block 1's 272 MB activations are malloc'd per step; glibc serves them with

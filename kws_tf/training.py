@@ -46,7 +46,7 @@ class FitConfig:
     # the fast build (block 1 folded, pool before ReLU), which computes the same function,
     # measured fastest on CPU (benchmarks/README.md).  model.keras is always the plain build.
     jit_compile: Optional[bool] = None
-    # None: follow jit_compile (the fast build is slower than the plain one without XLA).
+    # None: with XLA, whole or clustered (without XLA the plain build is faster).
     fast_model: Optional[bool] = None
     mixed_precision: bool = False
     # bf16 on a CPU: XLA fuses the element-wise ops, oneDNN runs the convolutions, instead of
@@ -339,14 +339,16 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
     check_output_dir(output)
     # The BFC half only takes if TensorFlow has not allocated yet: the CLIs call this earlier.
     cpu_memory = reuse_cpu_memory(config.reuse_cpu_memory)
-    gpu = False
+    gpu = clusters_ready = False
     if config.mixed_precision:
         xla_clusters.request()  # before the GPU check starts TensorFlow's runtime
         gpu = _has_gpu()
         _check_bf16(gpu)
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    config = config.speed_defaults(config.mixed_precision and xla_clusters.active(), gpu)
-    if config.xla_clusters and not xla_clusters.active():
+    if config.mixed_precision or config.xla_clusters:
+        clusters_ready = xla_clusters.active()
+    config = config.speed_defaults(clusters_ready, gpu)
+    if config.xla_clusters and not clusters_ready:
         raise TrainingError("xla_clusters needs TensorFlow started with its flags: call "
                             "kws_tf.xla_clusters.request() before anything runs in TensorFlow")
     if config.mixed_precision and not (gpu or config.xla_clusters) and config.verbose:
