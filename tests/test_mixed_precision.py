@@ -61,7 +61,8 @@ def test_bf16_build_computes_the_float32_function(variant, jit, float32_after):
     model.set_weights(ref_model.get_weights())
     # (a training-mode call updates BatchNorm's moving statistics: after the copy)
     ref_train = keras.ops.convert_to_numpy(ref_model(x, training=True))
-    assert model.get_layer("block2_conv").compute_dtype == "bfloat16"
+    block2 = "block2_conv_bn_pool" if cfg.fast_model else "block2_conv"
+    assert model.get_layer(block2).compute_dtype == "bfloat16"
     out = np.asarray(model.predict(x, verbose=0), np.float32)
     assert out.dtype == np.float32 and np.abs(out - ref).max() <= BF16_RTOL * np.abs(ref).max()
     assert np.abs(out - ref).max() > 0  # really computed in bf16
@@ -107,7 +108,7 @@ def test_bf16_fit_trains_where_the_cpu_has_it(tmp_path, float32_after, capsys):
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Note:")]
     assert len(notes) == (0 if xla_clusters.active() else 1)
     assert all("slower than float32" in n and "xla_clusters.request()" in n for n in notes)
-    assert run.model.get_layer("block2_conv").compute_dtype == "bfloat16"
+    assert run.model.get_layer("block2_conv_bn_pool").compute_dtype == "bfloat16"
     # the speed settings fit() decided are the ones config.json records (in this process
     # TensorFlow ran before the flags could be asked for: compiled whole by XLA)
     recorded = json.loads((tmp_path / "config.json").read_text())["fit_config"]

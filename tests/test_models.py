@@ -96,6 +96,15 @@ def test_every_variant_runs_under_the_torch_backend():
         "d = [keras.ops.convert_to_numpy(plain(x[:, :8000], training=t) - fast(x[:, :8000], training=t))\n"
         "     for t in (False, True)]\n"
         "out['fast_vs_plain'] = [float(np.abs(a).max()) for a in d]\n"
+        "import torch\n"
+        "proj = torch.tensor(np.random.default_rng(1).normal(size=(2, 35)).astype('float32'))\n"
+        "def grads(m):\n"
+        "    loss = (m(torch.tensor(x[:, :8000]), training=True) * proj).sum()\n"
+        "    gs = torch.autograd.grad(loss, [v.value for v in m.trainable_weights])\n"
+        "    return {v.path: g.detach().numpy() for v, g in zip(m.trainable_weights, gs)}\n"
+        "gp, gf = grads(plain), grads(fast)\n"
+        "out['fast_vs_plain_grads'] = {k: float(np.linalg.norm(gf[k] - gp[k]) / np.linalg.norm(gp[k]))\n"
+        "                              for k in gp if not k.endswith('conv/bias')}\n"
         "out['resample'] = keras.ops.convert_to_numpy(Resample(16000, 8000)(x)).tolist()[0][:50]\n"
         "print(json.dumps(out))\n")
     env = dict(os.environ, KERAS_BACKEND="torch")
@@ -107,7 +116,11 @@ def test_every_variant_runs_under_the_torch_backend():
     for k, v in VARIANTS.items():
         for sr in (16000, 8000):
             assert out[f"{k}_{sr}"] == [[2, 35], v.trainable_params, True]
-    assert max(out["fast_vs_plain"]) < 1e-4  # the folded block 1 runs on torch too
+    assert max(out["fast_vs_plain"]) < 1e-4  # the fused blocks run on torch too
+    # and so do their own gradients (pooling, the conv's kernel gradient); the conv biases'
+    # gradients are 0 up to rounding in both builds, so they are left out
+    assert len(out["fast_vs_plain_grads"]) == 4 * 3 + 3 + 2  # blocks, GRU, classifier
+    assert max(out["fast_vs_plain_grads"].values()) < 1e-3, out["fast_vs_plain_grads"]
     x = np.random.default_rng(0).uniform(-1, 1, (2, 16000)).astype("float32")
     tf_side = np.asarray(Resample(16000, 8000)(x))[0][:50]
     np.testing.assert_allclose(out["resample"], tf_side, atol=1e-5)
@@ -179,9 +192,9 @@ def test_folded_conv_batchnorm_is_conv_then_batchnorm(samples, kernel, stride, o
 
 def test_folded_block_pools_inside_like_a_pool_layer_after_it():
     """With pool_size the folded layer adds its bias after pooling (max(y + c) = max(y) + c):
-    the same outputs as WindowMaxPool1D after the unpooled layer, in training and inference,
+    the same outputs as MaxPooling1D after the unpooled layer, in training and inference,
     also for a negative BatchNorm scale."""
-    from kws_tf.models import ConvBatchNorm1D, WindowMaxPool1D
+    from kws_tf.models import ConvBatchNorm1D
 
     rng = np.random.default_rng(1)
     x = rng.normal(0, 0.1, (3, 2000, 1)).astype("float32")
@@ -196,6 +209,113 @@ def test_folded_block_pools_inside_like_a_pool_layer_after_it():
     assert layers[1].compute_output_shape(x.shape) == (3, 661 // 4, 8)
     for training in (True, False):
         unpooled, pooled = (keras.ops.convert_to_numpy(layer(x, training=training)) for layer in layers)
-        expected = keras.ops.convert_to_numpy(WindowMaxPool1D(4)(unpooled))
+        expected = keras.ops.convert_to_numpy(keras.layers.MaxPooling1D(4)(unpooled))
         assert pooled.shape == expected.shape == (3, 165, 8)
         np.testing.assert_allclose(pooled, expected, atol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="gradients via tf")
+@pytest.mark.parametrize("length", [24, 27])
+def test_window_max_pools_and_differentiates_like_max_pooling(length):
+    """The fast build's pooling: MaxPooling1D's output and gradient, ties included (all of a
+    window's gradient to its first maximum), also when the length is not a multiple of the
+    window."""
+    import tensorflow as tf
+
+    from kws_tf.models import _window_max
+
+    rng = np.random.default_rng(length)
+    x = tf.constant(rng.integers(0, 3, (3, length, 5)).astype("float32"))  # many ties
+    up = tf.constant(rng.normal(size=(3, length // 4, 5)).astype("float32"))
+    results = []
+    for pool in (lambda v: _window_max(v, 4), keras.layers.MaxPooling1D(4)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = pool(x)
+            loss = tf.reduce_sum(y * up)
+        results.append((y.numpy(), tape.gradient(loss, x).numpy()))
+    (y, g), (y_ref, g_ref) = results
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(g, g_ref)
+    assert (g != 0).sum() == up.shape[0] * up.shape[1] * up.shape[2]  # one element per window
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="gradients via tf")
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_conv_with_row_product_gradient_is_the_conv(kernel):
+    """Blocks 2-4's conv computes its kernel gradient as products over the flattened rows of
+    its input: the same values, input gradient included, as the conv's own gradient."""
+    import tensorflow as tf
+
+    from kws_tf.models import _conv_rows_gradient
+
+    rng = np.random.default_rng(kernel)
+    x = tf.constant(rng.normal(size=(3, 20, 4)).astype("float32"))
+    w = tf.constant(rng.normal(size=(kernel, 4, 6)).astype("float32"))
+    up = tf.constant(rng.normal(size=(3, 21 - kernel, 6)).astype("float32"))
+    results = []
+    for conv in (_conv_rows_gradient, lambda a, b: keras.ops.conv(a, b, padding="valid")):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            y = conv(x, w)
+            loss = tf.reduce_sum(y * up)
+        results.append([y.numpy()] + [g.numpy() for g in tape.gradient(loss, [x, w])])
+    for got, expected, name in zip(*results, ["output", "input gradient", "kernel gradient"]):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="gradients via tf")
+@pytest.mark.parametrize("jit", [False, True])
+def test_conv_batchnorm_pool_layer_is_the_three_layers(jit):
+    """Blocks 2-4 of the fast build (pool the conv output, then normalize) against float64
+    Conv1D + BatchNorm + MaxPooling1D: outputs, the gradients of the input and of all four
+    weights, moving statistics and inference; negative BatchNorm scales, a length that
+    leaves steps out of the last window; eagerly and under XLA (which, on TF 2.21's CPU, got
+    the gradient of a max over a normalized conv output wrong in one measured case)."""
+    import tensorflow as tf
+
+    from kws_tf.models import ConvBatchNormPool1D
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(0.3, 1.0, (4, 51, 6)).astype("float32")  # 49 conv steps: 12 windows + 1
+    layer = ConvBatchNormPool1D(8, 3, pool_size=4, conv_name="c", bn_name="b")
+    layer.build((None, 51, 6))
+    assert [w.path for w in layer.weights] == ["c/kernel", "c/bias", "b/gamma", "b/beta",
+                                               "b/moving_mean", "b/moving_variance"]
+    w = [rng.normal(0, 0.3, (3, 6, 8)), rng.normal(0, 1, 8),
+         np.where(np.arange(8) % 3 == 0, -1.0, 1.0) * rng.uniform(0.5, 2, 8),
+         rng.normal(0, 1, 8), np.zeros(8), np.ones(8)]
+    layer.set_weights([a.astype("float32") for a in w])
+    up = rng.normal(0, 1, (4, 12, 8))
+
+    @tf.function(jit_compile=jit)
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * up.astype("float32"))
+        return y, tape.gradient(loss, [x] + [v.value for v in layer.trainable_weights])
+
+    y, grads = step(tf.constant(x))
+    ref_vars = [tf.Variable(a, dtype=tf.float64) for a in [x] + w[:4]]
+    with tf.GradientTape() as tape:
+        z = tf.nn.conv1d(ref_vars[0], ref_vars[1], 1, "VALID") + ref_vars[2]
+        mean, var = tf.nn.moments(z, [0, 1])
+        z = (z - mean) / tf.sqrt(var + 1e-5) * ref_vars[3] + ref_vars[4]
+        ref = tf.nn.max_pool1d(z, 4, 4, "VALID")
+        ref_loss = tf.reduce_sum(ref * up)
+    ref_grads = tape.gradient(ref_loss, ref_vars)
+    assert np.abs(y.numpy() - ref.numpy()).max() < 1e-5 * np.abs(ref.numpy()).max()
+    for g, r, name in zip(grads, ref_grads, ["input", "kernel", "bias", "gamma", "beta"]):
+        r = r.numpy()
+        top = max(np.abs(r).max(), 1e-3 * np.abs(ref_grads[1].numpy()).max())  # bias: 0
+        assert np.abs(g.numpy() - r).max() < 1e-4 * top, name
+    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.1 * mean.numpy(), rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), 0.9 + 0.1 * var.numpy(),
+                               rtol=1e-5)
+    mm, mv = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+    z = tf.nn.conv1d(x.astype(np.float64), w[0], 1, "VALID") + w[1]
+    expected = tf.nn.max_pool1d((z - mm) / np.sqrt(mv + 1e-5) * w[2] + w[3], 4, 4, "VALID")
+    got = keras.ops.convert_to_numpy(layer(x, training=False))
+    assert np.abs(got - expected.numpy()).max() < 1e-5 * np.abs(expected.numpy()).max()
