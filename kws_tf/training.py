@@ -43,7 +43,7 @@ class FitConfig:
     seed: int = 0
     augment: bool = False
     # None: decided by ``speed_defaults`` (what fit() runs and config.json records): XLA plus
-    # the fast build (block 1 folded, pool before ReLU), which computes the same function,
+    # the fast build (each block one conv+BatchNorm+pool layer), which computes the same function,
     # measured fastest on CPU (benchmarks/README.md).  model.keras is always the plain build.
     jit_compile: Optional[bool] = None
     # None: with XLA, whole or clustered (without XLA the plain build is faster).
