@@ -62,7 +62,8 @@ def main(argv=None):
     import tensorflow as tf
 
     from benchmarks.common import cpu_peak
-    from kws_tf.models import ConvBatchNorm1D, build_model
+    from kws_tf.layers.fused import ConvBatchNorm1D
+    from kws_tf.models import build_model
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.mixed_precision
                                             else "float32")

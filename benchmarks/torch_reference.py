@@ -32,7 +32,7 @@ class TorchResample(nn.Module):
 
     def __init__(self, orig_freq: int, new_freq: int):
         super().__init__()
-        from kws_tf.resample import sinc_resample_kernel
+        from kws_tf.layers.resample import sinc_resample_kernel
         kernel, width, orig, new = sinc_resample_kernel(orig_freq, new_freq)
         self.width, self.orig, self.new = width, orig, new
         self.orig_freq, self.new_freq = orig_freq, new_freq
@@ -136,7 +136,7 @@ def forward_macs(variant, sample_rate: int = 16000, num_classes: int = 35,
     out, length, in_ch = {}, int(sample_rate), 1
     input_rate = sample_rate if input_rate is None else int(input_rate)
     if input_rate != sample_rate:
-        from kws_tf.resample import resampled_length, sinc_resample_kernel
+        from kws_tf.layers.resample import resampled_length, sinc_resample_kernel
         _, width, orig, new = sinc_resample_kernel(input_rate, sample_rate)
         out["resample"] = resampled_length(input_rate, input_rate, sample_rate) * (2 * width + orig)
     for i, ch in enumerate(v.conv_channels, start=1):

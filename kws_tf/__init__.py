@@ -10,7 +10,7 @@ from ._quiet import import_keras_quietly  # noqa: E402
 import_keras_quietly()
 
 from .models import build_model, count_trainable_params  # noqa: E402
-from .resample import Resample  # noqa: E402
+from .layers.resample import Resample  # noqa: E402
 from .variants import SAMPLE_RATES, VARIANTS, Variant, get_variant  # noqa: E402
 
 __version__ = "0.1.0"

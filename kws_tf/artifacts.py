@@ -135,7 +135,7 @@ def load_model(path, compile: bool = True):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
-    from . import resample  # noqa: F401  registers kws_tf>Resample for deserialization
+    from .layers import resample  # noqa: F401  registers kws_tf>Resample for deserialization
     model = keras.models.load_model(path, compile=compile)
     info = read_model_info(path)
     info.setdefault("sample_rate", model_sample_rate(model))

@@ -146,7 +146,7 @@ def test_folded_conv_batchnorm_is_conv_then_batchnorm(samples, kernel, stride, o
     the stride."""
     import tensorflow as tf
 
-    from kws_tf.models import ConvBatchNorm1D
+    from kws_tf.layers.fused import ConvBatchNorm1D
 
     rng = np.random.default_rng(samples)
     x = (rng.normal(0, level, (4, samples)) + offset).astype("float32")
@@ -194,7 +194,7 @@ def test_folded_block_pools_inside_like_a_pool_layer_after_it():
     """With pool_size the folded layer adds its bias after pooling (max(y + c) = max(y) + c):
     the same outputs as MaxPooling1D after the unpooled layer, in training and inference,
     also for a negative BatchNorm scale."""
-    from kws_tf.models import ConvBatchNorm1D
+    from kws_tf.layers.fused import ConvBatchNorm1D
 
     rng = np.random.default_rng(1)
     x = rng.normal(0, 0.1, (3, 2000, 1)).astype("float32")
@@ -222,7 +222,7 @@ def test_window_max_pools_and_differentiates_like_max_pooling(length):
     window."""
     import tensorflow as tf
 
-    from kws_tf.models import _window_max
+    from kws_tf.layers.fused import _window_max
 
     rng = np.random.default_rng(length)
     x = tf.constant(rng.integers(0, 3, (3, length, 5)).astype("float32"))  # many ties
@@ -247,7 +247,7 @@ def test_conv_with_row_product_gradient_is_the_conv(kernel):
     its input: the same values, input gradient included, as the conv's own gradient."""
     import tensorflow as tf
 
-    from kws_tf.models import _conv_rows_gradient
+    from kws_tf.layers.fused import _conv_rows_gradient
 
     rng = np.random.default_rng(kernel)
     x = tf.constant(rng.normal(size=(3, 20, 4)).astype("float32"))
@@ -274,7 +274,7 @@ def test_conv_batchnorm_pool_layer_is_the_three_layers(jit):
     the gradient of a max over a normalized conv output wrong in one measured case)."""
     import tensorflow as tf
 
-    from kws_tf.models import ConvBatchNormPool1D
+    from kws_tf.layers.fused import ConvBatchNormPool1D
 
     rng = np.random.default_rng(7)
     x = rng.normal(0.3, 1.0, (4, 51, 6)).astype("float32")  # 49 conv steps: 12 windows + 1

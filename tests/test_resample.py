@@ -3,7 +3,7 @@ import pytest
 
 import keras
 from kws_tf import Resample
-from kws_tf.resample import resampled_length, sinc_resample_kernel
+from kws_tf.layers.resample import resampled_length, sinc_resample_kernel
 
 from conftest import RESAMPLE_REFERENCE
 

@@ -151,7 +151,7 @@ def check_rate(rate: int, path="audio") -> None:
 
 @functools.lru_cache(maxsize=16)
 def _resampler(orig: int, new: int):
-    from ..resample import Resample
+    from ..layers.resample import Resample
 
     return Resample(orig, new)
 

@@ -90,7 +90,7 @@ def tf_resample(audio, orig_freq: int, new_freq: int):
     """
     import tensorflow as tf
 
-    from ..resample import resampled_length, sinc_resample_kernel
+    from ..layers.resample import resampled_length, sinc_resample_kernel
 
     if orig_freq == new_freq:
         return audio
@@ -109,7 +109,7 @@ def batch_resampler(sample_rate: int):
     if sample_rate == SAMPLE_RATE:
         return lambda x: x
     if keras.backend.backend() == "tensorflow":
-        from ..resample import Resample
+        from ..layers.resample import Resample
 
         layer = Resample(SAMPLE_RATE, sample_rate)  # keras.ops run as TF ops in the map
         return lambda x: layer(x)

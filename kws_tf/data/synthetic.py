@@ -182,7 +182,7 @@ def _trim(x: np.ndarray) -> np.ndarray:
 
 def _to_16k(clips: list, rate: int) -> list:
     """Resample all clips in one batch with torchaudio's resampler (kws_tf.Resample)."""
-    from ..resample import resampled_length
+    from ..layers.resample import resampled_length
 
     batch = np.zeros((len(clips), max(len(c) for c in clips)), np.float32)
     for i, c in enumerate(clips):
