@@ -41,7 +41,7 @@ def bench_rate(rate: int, model_path, variant: str, data_root, repeats: int, thr
 
     from kws_tf import artifacts, build_model
     from kws_tf.export import SavedModelRunner, convert_tflite, export_savedmodel
-    from kws_tf.tflite import TFLiteModel
+    from kws_tf.inference.tflite import TFLiteModel
 
     if model_path:
         model, info = artifacts.load_model(model_path, compile=False)

@@ -259,7 +259,7 @@ def run_inference(quick):
     # The export path's TFLite files (batch 1, unrolled GRU, builtin ops): a plain Keras GRU
     # only converts with Flex ops.  Batch throughput is the interpreter run clip by clip.
     from kws_tf.export import convert_tflite
-    from kws_tf.tflite import TFLiteModel
+    from kws_tf.inference.tflite import TFLiteModel
 
     for name, quant in (("TFLite float32", "none"), ("TFLite dynamic range", "dynamic"),
                         ("TFLite int8", "int8")):

@@ -142,7 +142,7 @@ def window_scores(scorer, audio16: np.ndarray, hop: float, window: float = 1.0,
                   batch: int = 256):
     """``(starts s, ends s, probabilities)`` of every window, as kws_tf.predict.stream scores them."""
     from kws_tf.data.audio import resample
-    from kws_tf.streaming import window_starts
+    from kws_tf.inference.streaming import window_starts
 
     rate = scorer.sample_rate
     audio = resample(audio16, RATE, rate) if rate != RATE else audio16
@@ -160,7 +160,7 @@ def window_scores(scorer, audio16: np.ndarray, hop: float, window: float = 1.0,
 def detect(labels, starts, ends, probs, threshold: float, average: float, suppression: float,
            minimum_count: int = 2) -> list:
     """RecognizeCommands over scores already computed: what kws_tf.predict.stream reports."""
-    from kws_tf.streaming import RecognizeCommands
+    from kws_tf.inference.streaming import RecognizeCommands
 
     rc = RecognizeCommands(labels, average, threshold, suppression, minimum_count)
     out = []
@@ -340,7 +340,7 @@ def main(argv=None) -> int:
         return replot(Path(args.replot))
 
     from kws_tf.data.tasks import background_noise
-    from kws_tf.runtime import load_scorer
+    from kws_tf.inference.scorers import load_scorer
     from kws_tf.machine import cpu_model
 
     if not args.model or not args.data:

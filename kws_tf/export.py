@@ -37,7 +37,7 @@ import numpy as np
 
 from . import cli
 from .errors import ExportError  # noqa: F401  (re-exported)
-from .runtime import SavedModelRunner, softmax  # noqa: F401  (re-exported)
+from .inference.scorers import SavedModelRunner, softmax  # noqa: F401  (re-exported)
 
 PARITY_ATOL = 1e-4
 TFLITE_FILES = {"none": "model_float32.tflite", "dynamic": "model_dynamic.tflite",
@@ -135,7 +135,7 @@ def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarr
     "int16x8" (int8 weights, int16 activations, calibrated the same way: the accuracy of float
     at the size of int8, but TFLite runs it with slow reference kernels).
     """
-    from . import tflite
+    from .inference import tflite
 
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
@@ -365,7 +365,8 @@ def _checked_savedmodel(model, labels, out: Path, data: ExportData, reference, l
 def _checked_tflite(model, q: str, out: Path, data: ExportData, reference, accuracy: dict,
                     max_drop: float, log) -> dict:
     """Write one TFLite file: float32 must match Keras; a quantized one's accuracy drop is measured."""
-    from . import artifacts, tflite
+    from . import artifacts
+    from .inference import tflite
 
     content, notes = convert_tflite(model, q, data.calibration)
     probs = tflite.TFLiteModel(content).probabilities(data.audio)

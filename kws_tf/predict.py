@@ -25,8 +25,8 @@ from typing import Sequence
 import numpy as np
 
 from . import cli
-from .runtime import Scorer, load_scorer
-from .streaming import DEFAULTS, RecognizeCommands, stream
+from .inference.scorers import Scorer, load_scorer
+from .inference.streaming import DEFAULTS, RecognizeCommands, stream
 
 AUDIO_SUFFIXES = (".wav", ".wave")
 

@@ -1,4 +1,4 @@
-"""kws_tf.streaming: the detector (RecognizeCommands), windowing and stream(), on scores the
+"""kws_tf.inference.streaming: the detector (RecognizeCommands), windowing and stream(), on scores the
 tests control, so every expected detection is worked out by hand and no assertion depends on how
 a CPU rounds a trained model; and the --stream command line on those scores."""
 import json
@@ -8,7 +8,7 @@ import pytest
 
 from conftest import write_wav
 from kws_tf.predict import main
-from kws_tf.streaming import RecognizeCommands, stream, window_starts
+from kws_tf.inference.streaming import RecognizeCommands, stream, window_starts
 
 
 def _json_lines(text):

@@ -238,7 +238,7 @@ def test_recordings_hold_the_clips_where_the_events_say(tmp_path):
 
 
 def test_streaming_scorer_on_known_recordings():
-    from kws_tf.streaming import RecognizeCommands, stream
+    from kws_tf.inference.streaming import RecognizeCommands, stream
 
     recs = _known_recordings()
     scorer = streaming.KeywordView(CodeScorer(), ["yes", "no"])
@@ -262,7 +262,7 @@ def test_streaming_scorer_on_known_recordings():
 
 
 def test_score_by_hand():
-    from kws_tf.streaming import Detection
+    from kws_tf.inference.streaming import Detection
 
     E = streaming.Event
     events = [E("yes", 2.0, True, "silence"), E("cat", 5.0, False, "silence"),

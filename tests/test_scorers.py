@@ -1,10 +1,10 @@
-"""kws_tf.runtime: softmax, labels next to exported models, and one Scorer over the formats."""
+"""kws_tf.inference.scorers: softmax, labels next to exported models, and one Scorer over the formats."""
 import numpy as np
 import pytest
 
 from conftest import tiny_variant
 from kws_tf import artifacts, build_model
-from kws_tf.runtime import KerasScorer, load_scorer, read_labels, softmax
+from kws_tf.inference.scorers import KerasScorer, load_scorer, read_labels, softmax
 
 
 def test_softmax_is_stable_and_normalised():

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .data.audio import fix_length
+from ..data.audio import fix_length
 
 
 @dataclasses.dataclass

@@ -69,7 +69,7 @@ class KerasScorer(Scorer):
     kind = "keras"
 
     def __init__(self, path):
-        from . import artifacts
+        from .. import artifacts
 
         self.model, info = artifacts.load_model(path, compile=False)
         self.labels, self.sample_rate = list(info["labels"]), int(info["sample_rate"])
