@@ -1,11 +1,11 @@
 """Reproduce the study's table: every variant at 8 kHz and 16 kHz with its own recipe.
 
 Examples:
-  python experiments/reproduce.py                              # all 12 cells, full recipes
-  python experiments/reproduce.py --variants gru1,gru4 --rates 8000
-  python experiments/reproduce.py --data ../shared/data/speech_commands_subset \\
+  python -m experiments.reproduce                              # all 12 cells, full recipes
+  python -m experiments.reproduce --variants gru1,gru4 --rates 8000
+  python -m experiments.reproduce --data ../shared/data/speech_commands_subset \\
       --epochs-scale 0.2 --output experiments/results/subset   # short runs on the subset
-  python experiments/reproduce.py --words yes,no,up,down,left,right,on,off,stop,go \\
+  python -m experiments.reproduce --words yes,no,up,down,left,right,on,off,stop,go \\
       --output runs/reproduce-12                               # the 12-label task
 
 Each cell (variant x rate) is one ordinary run folder, ``OUTPUT/cells/<variant>-<k>k/``, made
@@ -17,7 +17,7 @@ rewritten: ``results.json``, ``results.md`` (ours beside the study's figures) an
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -27,24 +27,25 @@ import textwrap
 import time
 from pathlib import Path
 
-from kws_tf import artifacts, cli, reports
-from kws_tf.fit_cli import (add_fit_args, add_words_args, fit_config_from_args, prepare_process,
-                            word_task_data)
-from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant, get_variant
+if __package__ in (None, ""):  # run as a file (python experiments/reproduce.py): find experiments/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from experiments import common  # noqa: E402
+from kws_tf import artifacts, reports  # noqa: E402
+from kws_tf.training.cli_args import fit_config_from_args  # noqa: E402
+from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant, get_variant  # noqa: E402
 
 CELL_RECORD = "cell.json"
+PROG = "python -m experiments.reproduce"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        prog="python experiments/reproduce.py", description=__doc__.split("\n")[0],
-        epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser(PROG, __doc__)
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"comma-separated variant keys (default: all, {','.join(VARIANTS)})")
     p.add_argument("--rates", default="8000,16000",
                    help="comma-separated sample rates, 8000 and/or 16000 (default both)")
-    cli.add_data_args(p)
-    add_words_args(p)
+    common.add_shared_args(p)
     p.add_argument("--epochs-scale", type=float, default=1.0,
                    help="multiply every recipe's epochs (and gru2's StepLR step) by this, "
                         "rounded, at least 1; 1 = the study's recipes (default)")
@@ -52,7 +53,7 @@ def parse_args(argv=None):
                    help="folder for results.* and the cells/ run folders (default runs/reproduce)")
     p.add_argument("--note", default="",
                    help="one line printed at the top of results.md (e.g. what data this is)")
-    add_fit_args(p, recipe=False)
+    common.add_training_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     try:
@@ -95,23 +96,29 @@ def finished_cell(folder: Path):
     return None
 
 
-def run_cell(variant: Variant, rate: int, data, args, output: Path, task=None) -> dict:
+def run_cell(variant: Variant, data, config, output: Path, epochs_scale: float = 1.0,
+             task: dict | None = None) -> dict:
+    """Train one cell (``variant`` at ``config.sample_rate``) into its run folder and record it.
+
+    ``config``: the fit path's settings for every cell (this cell's epochs are set here);
+    ``task``: the --words task's config.json entries ({} or None for the study's task).
+    """
     from kws_tf.training import fit
 
+    rate = config.sample_rate
     folder = output / "cells" / cell_name(variant.name, rate)
-    cell_variant, epochs = cell_recipe(variant, args.epochs_scale)
-    config = fit_config_from_args(args, sample_rate=rate, epochs=epochs,
-                                  verbose=0 if args.quiet else 1)
+    cell_variant, epochs = cell_recipe(variant, epochs_scale)
     resumed = (folder / "checkpoints" / "state.json").exists()
     start = time.perf_counter()
-    fit(cell_variant, data, config, output=folder, resume=True,
-        extra_config={"experiment": "reproduce", "epochs_scale": args.epochs_scale,
-                      **(task or {})})
+    fit(cell_variant, data, dataclasses.replace(config, epochs=epochs), output=folder,
+        resume=True, extra_config={"experiment": "reproduce", "epochs_scale": epochs_scale,
+                                   **(task or {})})
     wall = time.perf_counter() - start
     record = {
         "variant": variant.name, "sample_rate": rate, "epochs_planned": epochs,
-        "epochs_scale": args.epochs_scale, "lr_step_epochs": cell_variant.lr_step_epochs,
-        "seed": args.seed, "words": (task or {}).get("words"), "wall_seconds": round(wall, 1), "resumed": resumed,
+        "epochs_scale": epochs_scale, "lr_step_epochs": cell_variant.lr_step_epochs,
+        "seed": config.seed, "words": (task or {}).get("words"), "wall_seconds": round(wall, 1),
+        "resumed": resumed,
         "clips": {s: int(len(data[s].labels)) for s in data.splits},
         "data": str(data.root) if data.root else None,
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -120,24 +127,19 @@ def run_cell(variant: Variant, rate: int, data, args, output: Path, task=None) -
     return record
 
 
-def check_cell_matches(record: dict, variant: Variant, args, folder: Path) -> None:
-    _, epochs = cell_recipe(variant, args.epochs_scale)
-    words = cli_words(args)
+def check_cell_matches(record: dict, variant: Variant, epochs_scale: float, seed: int,
+                       words, folder: Path) -> None:
+    """A finished cell must be the one asked for: same task, epochs and seed."""
+    _, epochs = cell_recipe(variant, epochs_scale)
     if record.get("words") != words:
         raise ValueError(f"{folder} was trained on words {record.get('words') or 'all'}, not "
                          f"{words or 'all'}; use another --output")
-    if record["epochs_planned"] != epochs or record.get("seed", 0) != args.seed:
+    if record["epochs_planned"] != epochs or record.get("seed", 0) != seed:
         raise ValueError(
             f"{folder} was finished with {record['epochs_planned']} epochs "
             f"(--epochs-scale {record['epochs_scale']}, seed {record.get('seed', 0)}), "
-            f"not {epochs} (--epochs-scale {args.epochs_scale}, seed {args.seed}); "
+            f"not {epochs} (--epochs-scale {epochs_scale}, seed {seed}); "
             f"use another --output")
-
-
-def cli_words(args):
-    from kws_tf.data.tasks import parse_words
-
-    return parse_words(getattr(args, "words", None))
 
 
 # ----------------------------------------------------------------------------- summary
@@ -271,31 +273,36 @@ def plot(path: Path, rows: list, title: str) -> None:
     reports.save_figure(fig, path)
 
 
-def write_summary(output: Path, args, requested) -> dict:
+def write_summary(output: Path, requested, note: str = "", data=None, epochs_scale: float = 1.0,
+                  command: str = PROG, words=None) -> dict:
+    """Rewrite results.json, results.md and results.png from the finished cells in ``output``.
+
+    ``requested``: the (variant, rate) cells asked for (those not finished are listed as
+    missing); ``data``: what --data named, shown until a cell records its folder.
+    """
     import keras
     import tensorflow as tf
 
-    from kws_tf.machine import cpu_model
+    from kws_tf.platform.machine import cpu_model
 
     rows = collect(output)
     done = {(r["variant"], r["sample_rate"]) for r in rows}
     summary = {
-        "note": args.note, "data": _data_of(output, rows) if rows else args.data,
-        "epochs_scale": args.epochs_scale,
-        "command": shlex.join(["python", "experiments/reproduce.py", *args.argv]),
+        "note": note, "data": _data_of(output, rows) if rows else data,
+        "epochs_scale": epochs_scale, "command": command,
         "cpu": cpu_model(), "tensorflow": tf.__version__, "keras": keras.__version__,
         "updated": datetime.datetime.now().isoformat(timespec="seconds"),
         "missing": [cell_name(v, r) for v, r in requested if (v, r) not in done],
-        "words": cli_words(args),
+        "words": words,
         "cells": rows,
     }
     artifacts.write_json(output / "results.json", summary)
     artifacts.write_text(output / "results.md", render_markdown(summary))
-    scale = "full recipes" if args.epochs_scale == 1 else f"epochs x {args.epochs_scale:g}"
+    scale = "full recipes" if epochs_scale == 1 else f"epochs x {epochs_scale:g}"
     plot(output / "results.png", rows,
-         (f"12-label test accuracy ({scale})" if summary["words"] else
+         (f"12-label test accuracy ({scale})" if words else
           f"Test accuracy, ours ({scale}) vs the study (full dataset, full recipes)")
-         + (f"\n{args.note}" if args.note else ""))
+         + (f"\n{note}" if note else ""))
     return summary
 
 
@@ -306,72 +313,69 @@ def _data_of(output: Path, rows) -> str:
 
 # ----------------------------------------------------------------------------- main
 def hold_lock(output: Path):
-    """One reproduce.py per output folder: two would train the same cell into one folder."""
-    return artifacts.exclusive_lock(output / ".reproduce.lock",
-                                    f"another reproduce.py is already writing to {output}; "
-                                    f"wait for it to finish or use another --output")
+    """One reproduce per output folder: two would train the same cell into one folder."""
+    return common.hold_lock(output / ".reproduce.lock",
+                            f"another reproduce is already writing to {output}; "
+                            f"wait for it to finish or use another --output")
 
 
-def main(argv=None, load_data=None) -> int:
-    """``load_data(root, rate) -> TrainingData`` can be swapped (tests use in-memory data)."""
-    args = parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]
-    from kws_tf.training import check_output_dir
-
-    prepare_process(args)  # before TensorFlow allocates or runs anything
-
-    output = Path(args.output)
-    check_output_dir(output)
-    with hold_lock(output):  # released when this run ends, however it ends
-        return _reproduce(args, output, load_data)
-
-
-def _reproduce(args, output: Path, load_data) -> int:
-    requested = [(v, r) for r in args.rates for v in args.variants]
+def pending_cells(output: Path, requested, epochs_scale: float, seed: int, words) -> dict:
+    """{rate: [variant, ...]} of the requested cells not finished yet; a finished cell of
+    another recipe, seed or task is refused."""
     todo = {}
     for v, rate in requested:
         folder = output / "cells" / cell_name(v, rate)
         record = finished_cell(folder)
         if record:
-            check_cell_matches(record, VARIANTS[v], args, folder)
+            check_cell_matches(record, VARIANTS[v], epochs_scale, seed, words, folder)
             print(f"{cell_name(v, rate)}: finished earlier, skipped "
                   f"(test accuracy in {folder / 'metrics.json'})")
         else:
             todo.setdefault(rate, []).append(v)
+    return todo
 
+
+def main(argv=None, load_data=None) -> int:
+    """``load_data(root, rate) -> TrainingData`` can be swapped (tests use in-memory data)."""
+    args = parse_args(argv)
+    command = shlex.join([*PROG.split(), *(argv if argv is not None else sys.argv[1:])])
+    from kws_tf.training import check_output_dir
+
+    common.prepare(args)
+    output = Path(args.output)
+    check_output_dir(output)
+    with hold_lock(output):  # released when this run ends, however it ends
+        return _reproduce(args, output, load_data, command)
+
+
+def _reproduce(args, output: Path, load_data, command: str) -> int:
+    task = common.WordTask.from_args(args)  # --words: the 12-label task
+    config = fit_config_from_args(args, verbose=0 if args.quiet else 1)
+    requested = [(v, r) for r in args.rates for v in args.variants]
+    todo = pending_cells(output, requested, args.epochs_scale, args.seed, task.word_list)
+    summary = dict(note=args.note, data=args.data, epochs_scale=args.epochs_scale,
+                   command=command, words=task.word_list)
     if todo:
-        if load_data is None:
-            from kws_tf.data import resolve_data
-            from kws_tf.training import load_training_data
-
-            root = resolve_data(args.data)
-            load_data = lambda rate: load_training_data(  # noqa: E731
-                root, rate, on_error=args.on_error, cache_dir=args.cache_dir)
-            print(f"Data: {root}")
-        else:
-            loader = load_data
-            load_data = lambda rate: loader(args.data, rate)  # noqa: E731
+        load = common.rate_loader(common.data_root(args.data, load_data), load_data,
+                                  on_error=args.on_error, cache_dir=args.cache_dir)
     for rate in [r for r in args.rates if r in todo]:
-        data = load_data(rate)  # decoded once per rate, shared by that rate's cells
-        data, task = word_task_data(data, args, args.seed)  # --words: the 12-label task
+        data = task.apply(load(rate), args.seed)  # decoded once per rate, shared by its cells
         for v in todo[rate]:
             print(f"\n=== {cell_name(v, rate)} " + "=" * 50)
-            run_cell(VARIANTS[v], rate, data, args, output, task)
-            write_summary(output, args, requested)
+            run_cell(VARIANTS[v], data, dataclasses.replace(config, sample_rate=rate), output,
+                     args.epochs_scale, task.config())
+            write_summary(output, requested, **summary)
         del data
-    summary = write_summary(output, args, requested)
+    result = write_summary(output, requested, **summary)
     print(f"\n{output / 'results.md'}:\n")
-    print(render_markdown(summary))
+    print(render_markdown(result))
     return 0
 
 
-def _cli_main(argv=None) -> int:
-    try:
-        return main(argv)
-    except KeyboardInterrupt:
-        print("interrupted: finished cells are kept; rerun the same command to continue", file=sys.stderr)
-        return 130
+def cli_main(argv=None) -> int:
+    return common.run_cli(main, argv, "interrupted: finished cells are kept; rerun the same "
+                                      "command to continue")
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(_cli_main))
+    sys.exit(cli_main())

@@ -1,5 +1,5 @@
-"""``python tests/_tiny_tune.py ARGS``: experiments/tune.py with the tests' tiny trial models,
-for the tests that run the tuner as a command (resume after SIGKILL, chief and workers)."""
+"""``python tests/_tiny_tune.py ARGS``: ``python -m experiments.tune`` with the tests' tiny trial
+models, for the tests that run the tuner as a command (resume after SIGKILL, chief and workers)."""
 import sys
 from pathlib import Path
 
@@ -8,8 +8,7 @@ sys.path[:0] = [str(TESTS.parent), str(TESTS)]
 
 from conftest import shrink_trials  # noqa: E402
 from experiments import tune  # noqa: E402
-from kws_tf import cli  # noqa: E402
 
 if __name__ == "__main__":
-    shrink_trials(tune)
-    sys.exit(cli.run(tune._cli_main))
+    shrink_trials(tune.space)  # the module the trials look variant_from_values up in
+    sys.exit(tune.cli_main())

@@ -1,4 +1,5 @@
-"""experiments/reproduce.py on tiny in-memory data with shrunken variants (seconds per cell)."""
+"""experiments/reproduce.py on tiny in-memory data with shrunken variants (seconds per cell);
+the summary, the cell records and the refusals also from hand-written cells (no training)."""
 import csv
 import json
 import sys
@@ -28,6 +29,7 @@ def _no_data(root, rate):
     raise AssertionError("finished cells must not load data")
 
 
+@pytest.mark.slow
 def test_cells_summary_and_skip_finished(tmp_path):
     out = tmp_path / "repro"
     args = ["--variants", "gru1,gru2", "--rates", "8000", "--epochs-scale", "0.1",
@@ -57,6 +59,7 @@ def test_cells_summary_and_skip_finished(tmp_path):
         reproduce.main([*args[:4], "--epochs-scale", "0.5", *args[6:]], load_data=_no_data)
 
 
+@pytest.mark.slow
 def test_killed_cell_continues_from_last_epoch(tmp_path, monkeypatch):
     out = tmp_path / "repro"
     args = ["--variants", "gru2", "--rates", "8000", "--epochs-scale", "0.1",
@@ -81,6 +84,46 @@ def test_killed_cell_continues_from_last_epoch(tmp_path, monkeypatch):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
 
 
+def _finished_cell(out, variant, rate, epochs, test_accuracy, words=None):
+    """A cell folder as a finished run leaves it (metrics.json and cell.json), by hand."""
+    folder = out / "cells" / reproduce.cell_name(variant, rate)
+    folder.mkdir(parents=True)
+    metrics = {"validation": {"accuracy": 0.5, "loss": 1.0}, "trainable_params": 1234,
+               "testing": {"accuracy": test_accuracy, "loss": 1.1}, "epochs_run": epochs,
+               "best_epoch": epochs, "train_seconds": 61.0, "train_clips_per_second": 40.0}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    record = {"variant": variant, "sample_rate": rate, "epochs_planned": epochs,
+              "epochs_scale": 0.1, "seed": 0, "words": words, "wall_seconds": 3700.0,
+              "resumed": False, "clips": {"training": 40, "validation": 12, "testing": 12},
+              "data": "DATA"}
+    (folder / reproduce.CELL_RECORD).write_text(json.dumps(record))
+    return folder
+
+
+def test_summary_of_finished_cells_and_what_is_left(tmp_path, capsys):
+    assert reproduce.cell_recipe(VARIANTS["gru2"], 0.1) == (VARIANTS["gru2"].replace(
+        lr_step_epochs=2), 4)
+    assert reproduce.scaled_epochs(10, 0.01) == 1
+    out = tmp_path / "repro"
+    _finished_cell(out, "gru1", 8000, 1, 0.95)
+    requested = [("gru1", 8000), ("gru2", 8000)]
+    todo = reproduce.pending_cells(out, requested, 0.1, 0, None)
+    assert todo == {8000: ["gru2"]} and "gru1-8k: finished earlier" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="use another --output"):  # another seed
+        reproduce.pending_cells(out, requested, 0.1, 1, None)
+    with pytest.raises(ValueError, match="trained on words"):  # another task
+        reproduce.pending_cells(out, requested, 0.1, 0, ["yes", "no"])
+    summary = reproduce.write_summary(out, requested, note="Hand-made cells", data="DATA",
+                                      epochs_scale=0.1, command="python -m experiments.reproduce")
+    (row,) = summary["cells"]
+    assert summary["missing"] == ["gru2-8k"] and summary["data"] == "DATA"
+    assert row["difference"] == pytest.approx(0.95 - VARIANTS["gru1"].study_accuracy[8000])
+    md = (out / "results.md").read_text()
+    assert "**Hand-made cells**" in md and "Not finished yet: gru2-8k." in md
+    assert "| gru1 | 8 kHz | 90 % | 95.0 % |" in md and "1h01m" in md
+    assert (out / "results.png").stat().st_size > 5_000
+
+
 def test_one_process_per_output_folder(tmp_path):
     held = reproduce.hold_lock(tmp_path)
     with pytest.raises(ValueError, match="already writing"):
@@ -97,6 +140,7 @@ def test_bad_arguments_exit_2(bad, capsys):
     assert e.value.code == 2
 
 
+@pytest.mark.slow
 def test_words_gives_the_12_label_table(tmp_path, tiny_root):
     from kws_tf.training import load_training_data
 

@@ -1,4 +1,4 @@
-"""experiments/tune.py: the search space, study-first trials, leaderboard, resume, distributed.
+"""experiments/tune/: the search space, study-first trials, leaderboard, resume, distributed.
 
 Trials train shrunken models (conftest.shrink_trials: layers / 16) on tiny data (in memory, or a few WAV files in the
 Speech Commands layout for the command-line tests), so each takes seconds.
@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO, shrink_trials, tiny_data
 
 sys.path.insert(0, str(REPO))
-from experiments import tune  # noqa: E402
+from experiments import common, tune  # noqa: E402
 from kws_tf.models import build_model, count_trainable_params  # noqa: E402
 from kws_tf.training import FitConfig, make_optimizer  # noqa: E402
 from kws_tf.variants import VARIANTS  # noqa: E402
@@ -79,17 +79,63 @@ def test_hypermodel_builds_every_point_and_study_variants_match_build_model():
 
 @pytest.fixture
 def tiny_trials(monkeypatch):
-    shrink_trials(tune, monkeypatch.setattr)
+    shrink_trials(tune.space, monkeypatch.setattr)  # where the trials look the variant up
 
 
+def test_flags_become_a_search_of_plain_values(tmp_path):
+    args = tune.parse_args(["--directory", str(tmp_path), "--algorithm", "hyperband",
+                            "--max-trials", "0", "--study-rates", "16000,8000", "--patience", "2"])
+    search = tune.search_from_args(args)
+    assert search == tune.Search(algorithm="hyperband", max_trials=None, patience=2,
+                                 study_rates=(16000, 8000), directory=str(tmp_path))
+    assert search.project == tmp_path / "kws"
+    assert tune.search_from_args(tune.parse_args(["--study-rates", "none"])).study_rates == ()
+    for bad in (["--max-trials", "0"], ["--study-rates", "22050"], ["--epochs", "0"]):
+        with pytest.raises(SystemExit):
+            tune.parse_args(bad)
+
+
+def test_data_source_words_task_relabels_each_rate_once():
+    calls = []
+
+    def load(root, rate):
+        calls.append(rate)
+        return tiny_data(root, rate)
+
+    task = tune.DataSource(None, loader=load, task=common.WordTask(("a", "b")), seed=1)
+    assert task.labels == ["_silence_", "_unknown_", "a", "b"] and not calls  # no decoding
+    assert task.get(8000).labels == task.labels and task.get(8000) is task.get(8000)
+    assert calls == [8000]
+    assert task.task_config["words"] == ["a", "b"]
+    plain = tune.DataSource(None, loader=load)
+    assert plain.labels == ["a", "b", "c"] and plain.task_config == {}
+
+
+def test_leaderboard_of_a_finished_search_ranks_and_renders(tmp_path):
+    search = tune.Search(max_trials=3, epochs=2, study_rates=(8000,), directory=str(tmp_path))
+    oracle = tune.make_tuner(search, tune.DataSource(None, labels=LABELS35)).oracle
+    for i, acc in enumerate((0.4, 0.7, None)):
+        trial = oracle.create_trial(f"t{i}")
+        if acc is not None:
+            oracle.update_trial(trial.trial_id, {"val_accuracy": acc, "val_loss": 1 - acc})
+        trial.status = "COMPLETED" if acc is not None else "FAILED"
+        oracle.end_trial(trial)
+    rows = tune.leaderboard(oracle)
+    assert [(r["rank"], r["val_accuracy"]) for r in rows] == [(1, 0.7), (2, 0.4), (None, None)]
+    assert [r["study_variant"] for r in rows] == ["gru2@8k", "gru1@8k", "gru3@8k"]
+    md = tune.render_leaderboard(rows, search, "DATA")
+    assert "(random, objective val_accuracy)" in md and "Data: `DATA`; up to 2 epochs" in md
+    assert "| 1 | 1 | gru2@8k |" in md and "| FAILED |" in md
+
+
+@pytest.mark.slow
 def test_study_variants_are_the_first_trials(tmp_path, tiny_trials):
-    args = tune.parse_args(["--directory", str(tmp_path), "--max-trials", "9",
-                            "--study-rates", "16000,8000", *TINY])
+    search = tune.Search(max_trials=9, study_rates=(16000, 8000), directory=str(tmp_path))
     points = dict(tune.study_points([16000, 8000]))
     for algorithm in ("random", "bayesian", "hyperband"):
-        args.algorithm, args.project_name = algorithm, algorithm
-        args.epochs = 9 if algorithm == "hyperband" else 2  # Hyperband: 9 fresh points first
-        tuner = tune.make_tuner(args, tune.DataSource(None, labels=LABELS35))
+        search.algorithm, search.project_name = algorithm, algorithm
+        search.epochs = 9 if algorithm == "hyperband" else 2  # Hyperband: 9 fresh points first
+        tuner = tune.make_tuner(search, tune.DataSource(None, labels=LABELS35))
         got = []
         for i in range(8):
             trial = tuner.oracle.create_trial(f"t{i}")
@@ -103,6 +149,7 @@ def test_study_variants_are_the_first_trials(tmp_path, tiny_trials):
         assert got == list(points)[:8], (algorithm, got)
 
 
+@pytest.mark.slow
 def test_random_search_writes_leaderboard_and_exports_best(tmp_path, tiny_trials):
     out = tmp_path / "search"
     argv = ["--max-trials", "2", "--directory", str(out), "--study-rates", "8000",
@@ -132,6 +179,7 @@ def test_one_oracle_per_search_folder(tmp_path, tiny_trials):
     held.close()
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_wraps_the_fit(tmp_path, tiny_trials):
     import tensorflow as tf
 
@@ -147,7 +195,7 @@ def test_mirrored_strategy_wraps_the_fit(tmp_path, tiny_trials):
     hp = _space()
     hp.values.update(conv_blocks=2, gru_units=128, sample_rate=8000, batch_size=50)
     metrics = hm.fit(hp, hm.build(hp), output=tmp_path / "run", trial_id="0", callbacks=[Probe()])
-    # the fit path's own strategy (kws_tf.distribute, shared with kws_tf.train --strategy)
+    # the fit path's own strategy (kws_tf.training.distribute, shared with kws_tf.train --strategy)
     assert isinstance(seen["strategy"], tf.distribute.MirroredStrategy)
     assert 0 <= metrics["val_accuracy"] <= 1
     # the model (built inside fit) has mirrored variables
@@ -176,6 +224,7 @@ def _status(project, trial_id):
     return json.loads(path.read_text())["status"] if path.exists() else None
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_does_not_repeat_trials(tiny_root, tmp_path):
     out = tmp_path / "search"
     project = out / "kws"
@@ -216,6 +265,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_distributed_chief_and_two_workers_share_the_trials(tiny_root, tmp_path):
     out = tmp_path / "search"
     args = [*TUNE, "--data", str(tiny_root), "--max-trials", "3", "--directory", str(out),
@@ -255,6 +305,7 @@ def test_distributed_chief_and_two_workers_share_the_trials(tiny_root, tmp_path)
         assert cfg["tuner_id"] == ran[r["trial_id"]][0]
 
 
+@pytest.mark.slow
 def test_words_searches_the_12_label_task(tmp_path, tiny_root):
     from kws_tf.training import load_training_data
 
