@@ -113,10 +113,10 @@ def train_run(data: Path, cache: Path, out: Path, rate: int, steps_seconds: floa
 # -------------------------------------------------------------- in-process rates
 def pipeline_rate(data_root: Path, cache: Path, rate: int, batches: int = 60) -> float:
     """Clips/s of the training input pipeline alone (read, scale, resample, prefetch)."""
-    from kws_tf.training import _train_batches, load_training_data
+    from kws_tf.training import train_batches, load_training_data
 
     data = load_training_data(data_root, rate, cache_dir=cache, verbose=False)
-    ds = _train_batches(data["training"], 100, 0, 0, False, rate, data_root, batches + 5)
+    ds = train_batches(data["training"], 100, 0, 0, False, rate, data_root, batches + 5)
     it = iter(ds)
     for _ in range(5):
         next(it)

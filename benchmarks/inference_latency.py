@@ -104,7 +104,7 @@ def main(argv=None) -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from kws_tf.machine import cpu_model
+    from kws_tf.platform.machine import cpu_model
 
     models = dict(m.split("=", 1) for m in args.model)
     results = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads,

@@ -22,7 +22,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from kws_tf.cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory  # noqa: E402
+from kws_tf.platform.cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory  # noqa: E402
 
 
 def make_step(sub, jit, batch):

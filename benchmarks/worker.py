@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def main():
     framework = sys.argv[1]  # "keras" (backend from KERAS_BACKEND) | "torch"
     if os.environ.get("KWS_REUSE_CPU_MEMORY") == "1":  # the fit path's default, before any tensor
-        from kws_tf.cpu_memory import reuse_cpu_memory
+        from kws_tf.platform.cpu_memory import reuse_cpu_memory
         reuse_cpu_memory()
     if framework == "keras" and os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
         import tensorflow as tf

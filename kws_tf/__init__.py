@@ -5,7 +5,7 @@ import os
 # unless the user set a level: Python exceptions still carry every real error.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from ._quiet import import_keras_quietly  # noqa: E402
+from .platform.quiet import import_keras_quietly  # noqa: E402
 
 import_keras_quietly()
 

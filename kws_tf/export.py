@@ -37,7 +37,8 @@ import numpy as np
 
 from . import cli
 from .errors import ExportError  # noqa: F401  (re-exported)
-from .inference.scorers import SavedModelRunner, softmax  # noqa: F401  (re-exported)
+from .inference.scorers import SavedModelRunner  # noqa: F401  (re-exported)
+from .metrics import softmax  # noqa: F401  (re-exported)
 
 PARITY_ATOL = 1e-4
 TFLITE_FILES = {"none": "model_float32.tflite", "dynamic": "model_dynamic.tflite",
@@ -174,7 +175,7 @@ def _convert(saved_model: str, quantize: str, calibration) -> tuple:
     """Run the TFLite converter on builtin op sets only (never SELECT_TF_OPS)."""
     import tensorflow as tf
 
-    from ._quiet import native_output_muted
+    from .platform.quiet import native_output_muted
 
     def convert(ops):
         c = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=["serve"])

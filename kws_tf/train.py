@@ -11,10 +11,9 @@ import argparse
 import sys
 
 from . import cli
-from .distribute import make_strategy
-from .embedded import embedded_recipe
-from .fit_cli import (add_fit_args, add_words_args, fit_config_from_args, prepare_process,
-                      word_task_data)
+from .training.cli_args import (add_fit_args, add_words_args, flags_given, fit_config_from_args,
+                               prepare_process, word_task_data)
+from .training.distribute import make_strategy
 
 
 def parse_args(argv=None):
@@ -24,7 +23,7 @@ def parse_args(argv=None):
         prog="python -m kws_tf.train", description=__doc__.split("\n")[0],
         epilog="Defaults for every training flag come from the variant's recipe "
                "(kws_tf.variants.VARIANTS), or on --data synthetic from the embedded data's "
-               "(kws_tf.embedded); flags that change it are recorded in config.json.",
+               "(kws_tf.training.synthetic_recipe); flags that change it are recorded in config.json.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("variant", help=f"one of {', '.join(VARIANTS)}")
     p.add_argument("--sample-rate", type=int, default=16000, choices=(16000, 8000),
@@ -48,7 +47,7 @@ def main(argv=None) -> int:
     from .variants import get_variant
 
     variant = get_variant(args.variant)  # fail fast, before TensorFlow loads data
-    prepare_process(args)  # before TensorFlow allocates or runs anything
+    prepare_process(args.reuse_cpu_memory, args.mixed_precision)  # before TensorFlow runs anything
     make_strategy(args.strategy)  # multiworker: before TensorFlow runs anything
     from .data import resolve_data
     from .training import check_output_dir, default_output, fit, load_training_data
@@ -61,13 +60,16 @@ def main(argv=None) -> int:
     config = fit_config_from_args(args, sample_rate=args.sample_rate,
                                   max_steps_per_epoch=args.max_steps_per_epoch,
                                   verbose=0 if args.quiet else 1)
-    # The embedded set gets its own recipe where no flag says otherwise (kws_tf.embedded).
+    # The synthetic set gets its own recipe where no flag says otherwise.
     extra = {}
     if args.data == "synthetic":
-        variant, extra = embedded_recipe(args, config, variant)
+        from .training.synthetic_recipe import apply_synthetic_recipe
+
+        variant, extra = apply_synthetic_recipe(config, variant, flags_given(args))
     data = load_training_data(root, args.sample_rate, on_error=args.on_error,
                               cache_dir=args.cache_dir)
-    data, task = word_task_data(data, args, args.seed)  # --words: the 12-label task
+    data, task = word_task_data(data, args.words, args.silence_percentage,  # --words: 12 labels
+                                args.unknown_percentage, args.seed)
     run = fit(variant, data, config, output=output, resume=args.resume,
               extra_config={**(extra or {}), **task})
     from .reports import summary

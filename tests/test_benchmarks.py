@@ -199,7 +199,7 @@ def test_profile_blocks_differentiates_every_prefix(capsys):
 # ------------------------------------------------------------ columns of benchmarks.run
 def test_headline_columns_compare_with_pytorch_given_our_allocator_and_in_bf16():
     from benchmarks import run
-    from kws_tf.cpu_memory import GLIBC_ENV
+    from kws_tf.platform.cpu_memory import GLIBC_ENV
 
     assert {"keras-tf-opt", "torch", "torch-malloc", "torch-malloc-bf16",
             "keras-tf-opt-bf16"} <= set(run.HEADLINE) <= set(run.COLUMNS)
@@ -209,7 +209,7 @@ def test_headline_columns_compare_with_pytorch_given_our_allocator_and_in_bf16()
     # keras-tf-opt(-bf16) are what the fit path runs (FitConfig.speed_defaults, on a CPU)
     from kws_tf.training import FitConfig
 
-    from kws_tf import xla_clusters
+    from kws_tf.platform import xla_clusters
 
     for column, cfg in (("keras-tf-opt", FitConfig()),
                         ("keras-tf-opt-bf16", FitConfig(mixed_precision=True))):
@@ -243,9 +243,9 @@ class _FakeWorker:
 
 @pytest.mark.parametrize("bf16_flags", [[], ["avx512_bf16"]])
 def test_bf16_columns_run_only_where_the_cpu_has_bf16(monkeypatch, bf16_flags):
-    from benchmarks import run
+    from benchmarks import run, train_speed
 
-    monkeypatch.setattr(run, "Worker", _FakeWorker)
+    monkeypatch.setattr(train_speed, "Worker", _FakeWorker)
     cols = {k: run.COLUMNS[k] for k in run.HEADLINE}
     peak = {"bf16_flags": bf16_flags, "peak_gflops_fp32": 100.0}
     rows = run.bench_training([("gru4", 16000)], cols, 2, 1, 100, peak, lambda s: None)

@@ -122,14 +122,14 @@ def test_corrupt_clip_stops_or_is_skipped(tiny_root, tmp_path):
     assert (out / "model.keras").exists()
 
 
-def test_synthetic_data_trains_with_the_embedded_recipe(tiny_root, tmp_path, monkeypatch):
+def test_synthetic_data_trains_with_the_synthetic_recipe(tiny_root, tmp_path, monkeypatch):
     """--data synthetic: the embedded recipe where no flag is given, printed and recorded; the
     summary says what the accuracy means and names next commands that run."""
     import shlex
     import shutil
 
     from kws_tf import data as kdata
-    from kws_tf.embedded import SYNTHETIC_RECIPE as R
+    from kws_tf.training.synthetic_recipe import SYNTHETIC_RECIPE as R
 
     # The tiny dataset stands in for the embedded one (same cache folder): no eSpeak build.
     monkeypatch.setenv("KWS_TF_CACHE", str(tmp_path / "cache"))
@@ -139,7 +139,7 @@ def test_synthetic_data_trains_with_the_embedded_recipe(tiny_root, tmp_path, mon
     args = ("gru1", "--sample-rate", "8000", "--quiet", "--no-jit-compile", "--epochs", "1",
             "--max-steps-per-epoch", "1", "--lr", "0.01")
     proc = _cli("kws_tf.train", *args, "--data", "synthetic", "--output", out)
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("Embedded data: ")]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("Synthetic data: ")]
     assert len(line) == 1
     assert (f"gru1 trains with Adam lr 0.01 x0.1 every 1 epoch, batch {R.batch_size}, 1 epoch, "
             f"augmented (time shift, background noise) instead of the study's SGD lr 0.5, "
@@ -148,7 +148,7 @@ def test_synthetic_data_trains_with_the_embedded_recipe(tiny_root, tmp_path, mon
     # gru1's study recipe is SGD lr 0.5, batch 100, 10 epochs; --lr and --epochs win.
     assert config["overrides"] == {"optimizer": "adam", "learning_rate": 0.01,
                                    "batch_size": R.batch_size, "epochs": 1}
-    embedded = config["embedded_recipe"]
+    embedded = config["synthetic_recipe"]
     assert embedded["flags_given"] == ["epochs", "learning_rate"]
     assert embedded["changed"] == {"optimizer": {"study": "sgd", "used": "adam"},
                                    "batch_size": {"study": 100, "used": R.batch_size},
@@ -177,7 +177,7 @@ def test_synthetic_data_trains_with_the_embedded_recipe(tiny_root, tmp_path, mon
     proc = _cli("kws_tf.train", *args, "--data", root, "--output", tmp_path / "real")
     config = json.loads((tmp_path / "real" / "config.json").read_text())
     assert config["overrides"] == {"learning_rate": 0.01, "epochs": 1}
-    assert "embedded_recipe" not in config and "Embedded data" not in proc.stdout
+    assert "synthetic_recipe" not in config and "Synthetic data" not in proc.stdout
     assert config["fit_config"]["augment"] is False
     assert "held-out synthetic" not in proc.stdout and "--data synthetic" not in proc.stdout
     assert f"python -m kws_tf.evaluate {out.parent / 'real' / 'model.keras'} --data {root}" \
@@ -185,28 +185,28 @@ def test_synthetic_data_trains_with_the_embedded_recipe(tiny_root, tmp_path, mon
 
 
 @pytest.mark.parametrize("variant", ["gru1", "gru2", "gru3", "gru4", "gru5", "gru6"])
-def test_embedded_recipe_is_valid_for_every_variant(variant):
-    from kws_tf.embedded import SYNTHETIC_RECIPE as R
-    from kws_tf.embedded import apply_embedded_recipe
+def test_synthetic_recipe_is_valid_for_every_variant(variant):
+    from kws_tf.training.synthetic_recipe import SYNTHETIC_RECIPE as R
+    from kws_tf.training.synthetic_recipe import apply_synthetic_recipe
     from kws_tf.training import FitConfig, make_optimizer
     from kws_tf.variants import get_variant
 
     lines = []
     config = FitConfig()
-    v, record = apply_embedded_recipe(config, variant, echo=lines.append)
+    v, record = apply_synthetic_recipe(config, variant, echo=lines.append)
     assert v.name == variant and v.conv_channels == get_variant(variant).conv_channels
     recipe = config.recipe(v)
     assert recipe == {**recipe, "optimizer": R.optimizer, "learning_rate": R.learning_rate,
                       "weight_decay": 0.0, "batch_size": R.batch_size, "epochs": R.epochs,
                       "lr_step_epochs": R.epochs - R.low_lr_epochs, "lr_gamma": R.lr_gamma}
-    assert record["embedded_recipe"]["recipe"]["learning_rate"] == R.learning_rate
+    assert record["synthetic_recipe"]["recipe"]["learning_rate"] == R.learning_rate
     make_optimizer(recipe, 64)  # gru2's weight decay is 0 here: make_optimizer refuses it with Adam
     assert len(lines) == 1
-    assert lines[0].startswith(f"Embedded data: {variant} trains with Adam lr {R.learning_rate:g} x0.1 ")
+    assert lines[0].startswith(f"Synthetic data: {variant} trains with Adam lr {R.learning_rate:g} x0.1 ")
     assert config.augment is R.augment
     # A flag the user gave wins (--epochs 3 --batch-size 7 --no-augment).
     config = FitConfig(epochs=20, batch_size=7, augment=False)
-    v, _ = apply_embedded_recipe(config, variant, {"epochs", "batch_size", "augment"},
+    v, _ = apply_synthetic_recipe(config, variant, {"epochs", "batch_size", "augment"},
                                  echo=lines.append)
     assert (config.epochs, config.batch_size, config.learning_rate, config.augment) == \
         (20, 7, R.learning_rate, False)

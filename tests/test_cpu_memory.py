@@ -9,7 +9,7 @@ import pytest
 PROBE = r"""
 import ctypes, json, resource, sys
 import kws_tf                      # imports Keras/TensorFlow first, as the CLIs do
-from kws_tf.cpu_memory import reuse_cpu_memory
+from kws_tf.platform.cpu_memory import reuse_cpu_memory
 state = reuse_cpu_memory(sys.argv[1] == "on")
 import tensorflow as tf
 

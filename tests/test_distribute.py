@@ -56,7 +56,7 @@ def test_mirrored_over_two_logical_cpus_checkpoints_and_resumes(tiny_root, tmp_p
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     """)
     body = f"""
-        from kws_tf.distribute import make_strategy
+        from kws_tf.training.distribute import make_strategy
         full = run({str(tmp_path / 'a')!r})
         CFG["strategy"] = "none"
         single = run({str(tmp_path / 'one')!r})
@@ -108,7 +108,7 @@ def test_two_worker_cluster_on_localhost_trains_and_only_the_chief_writes(tiny_r
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     body = f"""
         import os
-        from kws_tf.distribute import is_chief, make_strategy
+        from kws_tf.training.distribute import is_chief, make_strategy
         strategy = make_strategy("multiworker")
         run_ = run({str(out)!r})
         print(json.dumps({{"chief": is_chief(strategy), "replicas": strategy.num_replicas_in_sync,

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, tiny_variant
-from kws_tf import build_model, training, xla_clusters
-from kws_tf.machine import bf16_flags
+from kws_tf import build_model
+from kws_tf.platform import xla_clusters
+from kws_tf.training import fit_loop
+from kws_tf.platform.machine import bf16_flags
 from kws_tf.training import FitConfig, fit
 
 # bfloat16 keeps 8 bits of mantissa: outputs within 2 % of their own scale.
@@ -78,7 +80,7 @@ def _data():
 
 
 def test_oneDNN_isa_cap_below_bf16_hides_the_bf16_instructions(monkeypatch):
-    from kws_tf import machine
+    from kws_tf.platform import machine
 
     monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
@@ -90,7 +92,7 @@ def test_oneDNN_isa_cap_below_bf16_hides_the_bf16_instructions(monkeypatch):
 
 
 def test_cpu_without_bf16_is_refused_in_one_line(monkeypatch, tmp_path, float32_after):
-    monkeypatch.setattr(training, "bf16_flags", lambda: [])
+    monkeypatch.setattr(fit_loop, "bf16_flags", lambda: [])
     with pytest.raises(ValueError, match="needs a CPU with avx512_bf16 or amx_bf16"):
         fit(tiny_variant(), _data(), FitConfig(sample_rate=8000, epochs=1, batch_size=20, verbose=0,
                                                jit_compile=False, mixed_precision=True),
@@ -131,7 +133,7 @@ def _fresh_python(code):
 def test_clusters_take_only_when_asked_for_before_tensorflow_runs():
     out = _fresh_python("""
         import json
-        from kws_tf import xla_clusters
+        from kws_tf.platform import xla_clusters
         xla_clusters.request()
         import tensorflow as tf
         tf.constant([1.0]) * 2
@@ -142,7 +144,7 @@ def test_clusters_take_only_when_asked_for_before_tensorflow_runs():
         import json
         import tensorflow as tf
         tf.constant([1.0]) * 2
-        from kws_tf import xla_clusters
+        from kws_tf.platform import xla_clusters
         xla_clusters.request()
         print(json.dumps({"active": xla_clusters.active()}))
     """)
@@ -166,7 +168,7 @@ def test_clustered_bf16_step_computes_the_float32_function_and_the_fit_path_uses
     out = _fresh_python(f"""
         import json, sys
         import numpy as np
-        from kws_tf import xla_clusters
+        from kws_tf.platform import xla_clusters
         xla_clusters.request()
         import keras, tensorflow as tf
         sys.path.insert(0, {str(REPO / "tests")!r})

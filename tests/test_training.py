@@ -244,18 +244,18 @@ def test_augmented_epochs_are_functions_of_seed_and_epoch_alone(tiny_root, data)
     its augmented batches must not depend on it, so a resumed run sees the same epochs."""
     import tensorflow as tf
 
-    from kws_tf.training import _train_batches
+    from kws_tf.training import train_batches
 
     def epoch(e, global_seed):
         tf.random.set_seed(global_seed)
-        ds = _train_batches(data["training"], 20, seed=3, epoch=e, augment=True,
+        ds = train_batches(data["training"], 20, seed=3, epoch=e, augment=True,
                             sample_rate=8000, root=tiny_root, max_steps=None)
         return np.concatenate([x.numpy() for x, _ in ds])
 
     first = epoch(1, global_seed=0)
     np.testing.assert_array_equal(first, epoch(1, global_seed=12345))
     assert not np.array_equal(first, epoch(2, global_seed=0))
-    clean = np.concatenate([x.numpy() for x, _ in _train_batches(
+    clean = np.concatenate([x.numpy() for x, _ in train_batches(
         data["training"], 20, seed=3, epoch=1, augment=False, sample_rate=8000, root=tiny_root,
         max_steps=None)])
     assert not np.array_equal(first, clean)  # really augmented

@@ -5,7 +5,7 @@ The study's recipes are sized for Speech Commands' ~85,000 training clips: gru4'
 clips (on the earlier 560-clip set, 60 steps, it ended at chance: issue 17).  On
 ``--data synthetic``, ``python -m kws_tf.train`` uses SYNTHETIC_RECIPE instead for each entry
 no flag sets, prints one line saying what differs from the study's recipe and why, and records
-it in config.json (``embedded_recipe``; FitConfig's changed entries are also in
+it in config.json (``synthetic_recipe``; FitConfig's changed entries are also in
 ``overrides``).  Real data (``--data PATH``, or the downloaded dataset) always trains with the
 study's recipe.
 """
@@ -22,7 +22,7 @@ ENTRIES = ("optimizer", "learning_rate", "weight_decay", "lr_step_epochs", "lr_g
 
 
 @dataclasses.dataclass(frozen=True)
-class EmbeddedRecipe:
+class SyntheticRecipe:
     """Measured with gru4 on the default embedded set (README, Quick start)."""
 
     # Adam for every variant: the study's SGD learning rates are tuned for the real data.
@@ -45,12 +45,12 @@ class EmbeddedRecipe:
                 "the model learns its 64 voices rather than the words")
 
 
-SYNTHETIC_RECIPE = EmbeddedRecipe()
+SYNTHETIC_RECIPE = SyntheticRecipe()
 
 
-def apply_embedded_recipe(config, variant, flags_given=(),
-                          recipe: EmbeddedRecipe = SYNTHETIC_RECIPE, echo=print):
-    """The embedded recipe for a run: ``(variant to train, {"embedded_recipe": record})``.
+def apply_synthetic_recipe(config, variant, flags_given=(),
+                          recipe: SyntheticRecipe = SYNTHETIC_RECIPE, echo=print):
+    """The synthetic-data recipe for a run: ``(variant to train, {"synthetic_recipe": record})``.
 
     Sets each entry of ``config`` (a FitConfig) that the user did not set with a flag
     (``flags_given``: names in FLAGS) to ``recipe``'s.  The learning-rate step is not a
@@ -58,7 +58,7 @@ def apply_embedded_recipe(config, variant, flags_given=(),
     config.json show it; the record lists every entry that differs from the study's recipe).
     Echoes one line saying what differs from the study's recipe and why.
     """
-    from .variants import get_variant
+    from ..variants import get_variant
 
     study_variant = get_variant(variant)
     study = {**dataclasses.replace(config, **dict.fromkeys(FLAGS)).recipe(study_variant),
@@ -73,21 +73,13 @@ def apply_embedded_recipe(config, variant, flags_given=(),
     changed = [k for k in ENTRIES if ours[k] != study[k] and k not in flags_given]
     if ours != study:
         flags = "/".join(f for f in FLAGS.values() if f)
-        echo(f"Embedded data: {v.name} trains with {_describe(ours)} instead of the study's "
+        echo(f"Synthetic data: {v.name} trains with {_describe(ours)} instead of the study's "
              f"{_describe(study)}, because {recipe.why}; {flags} override this, and real data "
              f"(--data PATH) gets the study's recipe.")
     record = {"recipe": {k: v_ for k, v_ in dataclasses.asdict(recipe).items() if k != "why"},
               "why": recipe.why, "flags_given": sorted(flags_given),
               "changed": {k: {"study": study[k], "used": ours[k]} for k in changed}}
-    return v, {"embedded_recipe": record}
-
-
-def embedded_recipe(args, config, variant):
-    """:func:`apply_embedded_recipe` for kws_tf.train's parsed ``args``."""
-    given = {name for name, attr in (("learning_rate", "lr"), ("batch_size", "batch_size"),
-                                     ("epochs", "epochs"), ("augment", "augment"))
-             if getattr(args, attr) is not None}
-    return apply_embedded_recipe(config, variant, given)
+    return v, {"synthetic_recipe": record}
 
 
 def _describe(recipe: dict) -> str:

@@ -38,3 +38,22 @@ def bf16_flags() -> list:
     if cap and cap != "ALL" and not any(k in cap for k in ("BF16", "AMX", "AVX10", "FP16")):
         return []
     return [f for f in BF16_FLAGS if f in cpu_flags()]
+
+
+def environment() -> dict:
+    """Versions and machine recorded with every run, export and benchmark figure."""
+    import importlib.metadata as md
+
+    import keras
+
+    from .. import __version__
+
+    out = {"kws_tf": __version__, "python": platform.python_version()}
+    for pkg in ("tensorflow", "keras", "numpy", "ai-edge-litert", "torch"):
+        try:
+            out[pkg.replace("-", "_")] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg.replace("-", "_")] = None
+    out.update(keras_backend=keras.backend.backend(), platform=platform.platform(),
+               cpu=cpu_model())
+    return out

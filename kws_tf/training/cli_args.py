@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cpu_memory import add_reuse_cpu_memory_flag
+from ..platform.cpu_memory import add_reuse_cpu_memory_flag
 from .distribute import STRATEGIES, add_strategy_flag
 
 
@@ -20,7 +20,7 @@ def add_fit_args(parser, recipe: bool = True, strategies=STRATEGIES) -> None:
                         help="data order, augmentation and initial weights (default 0)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="background-noise mixing and time shift (off in the study's recipe; "
-                             "on in the embedded data's, kws_tf.embedded)")
+                             "on in the synthetic data's, kws_tf.training.synthetic_recipe)")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                         help="XLA-compile the training step, with the build that computes the same "
                              "function faster under XLA (each block one layer; default: "
@@ -30,20 +30,20 @@ def add_fit_args(parser, recipe: bool = True, strategies=STRATEGIES) -> None:
     add_strategy_flag(parser, choices=strategies)
 
 
-def prepare_process(args) -> None:
+def prepare_process(reuse_memory: bool = True, mixed_precision: bool = False) -> None:
     """What must happen before TensorFlow runs anything: keep freed CPU memory, and for
-    ``--mixed-precision`` ask for fused element-wise ops with oneDNN convolutions."""
-    from .cpu_memory import reuse_cpu_memory
-    from . import xla_clusters
+    mixed precision ask for fused element-wise ops with oneDNN convolutions."""
+    from ..platform import xla_clusters
+    from ..platform.cpu_memory import reuse_cpu_memory
 
-    reuse_cpu_memory(args.reuse_cpu_memory)
-    if args.mixed_precision:
+    reuse_cpu_memory(reuse_memory)
+    if mixed_precision:
         xla_clusters.request()
 
 
 def fit_config_from_args(args, **fields):
     """``FitConfig`` from parsed ``add_fit_args`` flags; ``fields`` set the rest (sample rate...)."""
-    from .training import FitConfig  # here, so that parsing arguments does not load TensorFlow
+    from .config import FitConfig
 
     config = {"seed": args.seed, "augment": bool(args.augment), "mixed_precision": args.mixed_precision,
               "reuse_cpu_memory": args.reuse_cpu_memory, "strategy": args.strategy}
@@ -70,12 +70,21 @@ def add_words_args(parser) -> None:
                              "words' clips (default 10; training draws a new sample each epoch)")
 
 
-def word_task_data(data, args, seed: int = 0):
-    """``data`` as the task of ``args.words`` (or unchanged without --words), and its config.json entries."""
-    from .data.tasks import parse_words, task_config, word_task
+def word_task_data(data, words=None, silence_percentage: float = 10.0,
+                   unknown_percentage: float = 10.0, seed: int = 0):
+    """``data`` as the task of ``words`` (a list or "a,b,c"; unchanged when empty), and its
+    config.json entries."""
+    from ..data.tasks import parse_words, task_config, word_task
 
-    words = parse_words(getattr(args, "words", None))
+    words = parse_words(words) if isinstance(words, str) or words is None else list(words)
     if not words:
         return data, {}
-    return (word_task(data, words, seed, args.silence_percentage, args.unknown_percentage),
-            task_config(words, args.silence_percentage, args.unknown_percentage))
+    return (word_task(data, words, seed, silence_percentage, unknown_percentage),
+            task_config(words, silence_percentage, unknown_percentage))
+
+
+def flags_given(args) -> set:
+    """The recipe entries the user set with a flag (the synthetic-data recipe leaves them)."""
+    return {name for name, attr in (("learning_rate", "lr"), ("batch_size", "batch_size"),
+                                    ("epochs", "epochs"), ("augment", "augment"))
+            if getattr(args, attr, None) is not None}

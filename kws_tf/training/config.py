@@ -1,0 +1,94 @@
+"""What a run may change relative to its variant's recipe, and what one run returns."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import keras
+
+from ..variants import Variant
+
+
+@dataclasses.dataclass
+class FitConfig:
+    """What a run may change relative to its variant's recipe (None = the recipe's value)."""
+
+    sample_rate: int = 16000
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    learning_rate: Optional[float] = None
+    weight_decay: Optional[float] = None
+    optimizer: Optional[str] = None
+    seed: int = 0
+    augment: bool = False
+    # None: decided by ``speed_defaults`` (what fit() runs and config.json records): XLA plus
+    # the fast build (each block one conv+BatchNorm+pool layer), which computes the same function,
+    # measured fastest on CPU (benchmarks/README.md).  model.keras is always the plain build.
+    jit_compile: Optional[bool] = None
+    # None: with XLA, whole or clustered (without XLA the plain build is faster).
+    fast_model: Optional[bool] = None
+    mixed_precision: bool = False
+    # bf16 on a CPU: XLA fuses the element-wise ops, oneDNN runs the convolutions, instead of
+    # XLA compiling the whole step (kws_tf.platform.xla_clusters).  None: on with mixed_precision on a
+    # CPU where TensorFlow started with its flags.
+    xla_clusters: Optional[bool] = None
+    # Keep freed CPU memory instead of page-faulting ~1 GB back in every step (cpu_memory.py):
+    # the largest single CPU speed-up measured; computes the same thing.
+    reuse_cpu_memory: bool = True
+    # Stop when val_loss has not improved for this many epochs (the tuner uses it).
+    early_stopping: Optional[int] = None
+    # Cap on training batches per epoch: for smoke tests and quick looks, not for results.
+    max_steps_per_epoch: Optional[int] = None
+    # tf.distribute: "none", "mirrored" or "multiworker" (kws_tf.training.distribute).
+    strategy: str = "none"
+    # 8 kHz from the 16 kHz cache: resample inside the model's step (True), in the input
+    # pipeline (False), or None: inside the step when there is a GPU.  Same numbers either way.
+    resample_on_device: Optional[bool] = None
+    verbose: int = 1
+
+    def recipe(self, variant: Variant) -> dict:
+        """The effective training recipe: the variant's, with this config's overrides."""
+        pick = lambda mine, theirs: theirs if mine is None else mine  # noqa: E731
+        return {
+            "optimizer": pick(self.optimizer, variant.optimizer),
+            "learning_rate": float(pick(self.learning_rate, variant.learning_rate)),
+            "weight_decay": float(pick(self.weight_decay, variant.weight_decay)),
+            "lr_step_epochs": variant.lr_step_epochs,
+            "lr_gamma": variant.lr_gamma,
+            "batch_size": int(pick(self.batch_size, variant.batch_size)),
+            "epochs": int(pick(self.epochs, variant.epochs)),
+            "loss": variant.loss,
+        }
+
+    def speed_defaults(self, clusters_ready: bool = False, gpu: bool = False) -> "FitConfig":
+        """This config with jit_compile, fast_model and xla_clusters decided: the one place.
+
+        The fast build always; in float32 (and bf16 on a GPU) compiled whole by XLA; in bf16 on
+        a CPU with XLA fusing the element-wise ops and oneDNN running the convolutions where
+        TensorFlow started with that (``clusters_ready``, kws_tf.platform.xla_clusters), else whole by
+        XLA.  Measured, gru4 @ 16 kHz (benchmarks/README.md, 2026-11-27): fp32 ~210 clips/s;
+        bf16 279 clustered, 177 whole, 158 without XLA.  Flags set explicitly are kept."""
+        clusters = self.xla_clusters
+        if clusters is None:
+            clusters = self.mixed_precision and self.jit_compile is None and clusters_ready \
+                and not gpu
+        jit = (not clusters) if self.jit_compile is None else self.jit_compile
+        fast = (jit or clusters) if self.fast_model is None else self.fast_model
+        return dataclasses.replace(self, jit_compile=bool(jit), fast_model=bool(fast),
+                                   xla_clusters=bool(clusters))
+
+    def overrides(self, variant: Variant) -> dict:
+        """Only the recipe entries this config changed (recorded in config.json)."""
+        base = FitConfig().recipe(variant)
+        return {k: v for k, v in self.recipe(variant).items() if base[k] != v}
+
+
+@dataclasses.dataclass
+class Run:
+    output: Path
+    model: keras.Model
+    labels: list
+    history: list
+    best_epoch: int
+    metrics: dict
