@@ -153,6 +153,7 @@ assert not any(m.split(".")[0] == "tensorflow" for m in sys.modules)
 """
 
 
+@pytest.mark.slow
 def test_gpu_script_cpu_fallback_without_tensorflow(tmp_path):
     """gpu.py needs only keras + torch: run its smoke mode on CPU with TF blocked."""
     out = tmp_path / "gpu.json"
@@ -284,3 +285,69 @@ def test_torch_bf16_column_computes_in_bfloat16():
         out = trainer.model(trainer.x)
     assert out.dtype == torch.bfloat16
     assert trainer.run() > 0
+
+
+def test_column_choice_quick_default_ablations_and_named():
+    from benchmarks import columns
+
+    configs, steps, cols = columns.choose(True, False, "gru4,gru1", "16000,8000", None)
+    assert (configs, steps, list(cols)) == ([("gru4", 16000)], 1, list(columns.HEADLINE))
+    configs, steps, cols = columns.choose(False, False, "gru4,gru1", "16000,8000", 3)
+    assert configs == [("gru4", 16000), ("gru4", 8000), ("gru1", 16000), ("gru1", 8000)]
+    assert steps == 3 and list(cols) == ["keras-tf", *columns.HEADLINE, "keras-torch"]
+    _, _, cols = columns.choose(False, True, "gru1", "8000", None)
+    assert cols == columns.ABLATIONS
+    _, _, cols = columns.choose(False, True, "gru1", "8000", None, "torch,tf plain")
+    assert cols == {"torch": columns.ABLATIONS["torch"], "tf plain": columns.ABLATIONS["tf plain"]}
+
+
+def test_section_timings_record_each_way_and_why_one_failed(monkeypatch, capsys):
+    from benchmarks import run, sections
+
+    t = sections._Timings(np.zeros((1, 4)), np.zeros((8, 4)), 2, 2, batch=8)
+    t.record("sum", lambda x: x.sum())
+    t.record("broken", lambda x: 1 / 0)
+    assert set(t["sum"]) == {"latency_ms_batch1", "clips_per_s_batch"} and t["batch"] == 8
+    assert t["broken"] == {"error": "ZeroDivisionError: division by zero"}
+    # a section's child process prints its JSON after "@@" for section_subprocess to read
+    monkeypatch.setitem(sections.SECTIONS, "pipeline", lambda quick: {"quick": quick})
+    monkeypatch.setattr(run, "SECTIONS", sections.SECTIONS)
+    assert run.main(["--_section", "pipeline", "--quick"]) == 0
+    assert capsys.readouterr().out == '@@{"quick": true}\n'
+
+
+class _ToneScorer:
+    """Names the tiny dataset's word by its tone (300 + 250 * index Hz, conftest.tiny_root)
+    wherever a window holds one, else silence."""
+    sample_rate, labels = 16000, ["_silence_", "_unknown_", "down", "go", "yes"]
+
+    def probabilities(self, x):
+        spectrum = np.abs(np.fft.rfft(x, axis=-1))
+        word = np.clip(np.round((spectrum.argmax(-1) - 300) / 250).astype(int), 0, 2)
+        loud = np.sqrt(np.mean(np.square(x), axis=-1)) > 0.1
+        p = np.full((len(x), 5), 0.02)
+        p[np.arange(len(x)), np.where(loud, 2 + word, 0)] = 0.92
+        return p
+
+
+def test_streaming_command_scores_chooses_and_replots(tiny_root, tmp_path, monkeypatch, capsys):
+    from benchmarks import streaming
+    from kws_tf.inference import scorers
+
+    monkeypatch.setattr(scorers, "load_scorer", lambda path: _ToneScorer())
+    argv = ["--data", str(tiny_root), "--model", "tones=unused.keras", "--output",
+            str(tmp_path), "--name", "s", "--commands", "yes,down,go"]
+    assert streaming.main(argv) == 0
+    out = json.loads((tmp_path / "s.json").read_text())
+    assert out["recordings"]["testing"]["command_clips"] == 9  # 3 test clips of 3 words
+    m = out["models"]["tones"]
+    assert set(m["chosen_on_validation"]) == {"threshold", "average", "suppression"}
+    assert m["testing"]["hits"] >= 6 and len(m["threshold_sweep_testing"]) == 16
+    assert m["testing_by_background"]["by_level"]
+    png = tmp_path / "s.png"
+    assert png.stat().st_size > 5_000
+    png.unlink()
+    assert streaming.main(["--replot", str(tmp_path / "s.json")]) == 0 and png.exists()
+    assert streaming.model_name_and_path("runs/a/model.keras") == ("a", "runs/a/model.keras")
+    with pytest.raises(SystemExit):
+        streaming.main(["--data", str(tiny_root)])  # no --model
