@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import _small_kws as small
-from kws_tf import artifacts, tflite
+from kws_tf import artifacts
+from kws_tf.inference import tflite
 from kws_tf.export import (SavedModelRunner, convert_tflite, inference_model,
                            keras_probabilities, main)
 

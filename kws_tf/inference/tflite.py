@@ -74,10 +74,6 @@ def read_ops(model) -> list:
     return ops
 
 
-def op_counts(model) -> dict:
-    return dict(sorted(collections.Counter(op.name for op in read_ops(model)).items()))
-
-
 def check_builtin_only(model, what: str = "model") -> dict:
     """Raise FlexOpsError naming them if the file needs any non-builtin op; return op counts."""
     ops = read_ops(model)

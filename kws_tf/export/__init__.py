@@ -1,0 +1,45 @@
+"""python -m kws_tf.export MODEL.keras: SavedModel and TFLite (float32, dynamic-range, int8).
+
+Every export takes raw audio at the model's sample rate, float32 in [-1, 1], and returns
+softmax probabilities (also for the log_softmax variants), so all formats answer the same
+question in the same units.  The output folder (default ``saved_models/<run name>/``) holds::
+
+    savedmodel/             tf.saved_model.load / TF Serving; signature "serving_default":
+                            audio (batch, samples) -> probabilities (batch, classes), label (batch,)
+    model_float32.tflite    builtin ops only, batch 1
+    model_dynamic.tflite    dynamic-range quantized weights (int8), float activations
+    model_int8.tflite       full-integer: int8 weights and activations, float32 in/out
+    labels.txt              one label per line, in output order
+    model_card.json         variant, rate, labels, shapes, run accuracy, per-export checks
+
+TFLite: Keras 3's GRU becomes a while loop over TensorList ops, which TFLite only runs with
+Flex (SELECT_TF_OPS).  The export rebuilds the same architecture with a fixed batch of 1 and
+``unroll=True`` (one cell per time step: FULLY_CONNECTED/LOGISTIC/TANH/MUL/ADD builtins),
+copies the weights, and checks the flatbuffer's op list: a Flex or custom op is an error.
+
+Checks made on every export (an error stops it): SavedModel and float TFLite probabilities
+equal the Keras model's to <= 1e-4 on real clips, with the same argmax; quantized models'
+accuracy on the evaluation split is printed next to the float one (a drop of more than
+``--max-drop`` points is reported as a warning and recorded in the model card).
+"""
+from ..errors import ExportError
+from ..inference.scorers import SavedModelRunner
+from ..metrics import softmax
+from .card import run_name
+from .checks import PARITY_ATOL, check_parity
+from .clips import ExportData, load_export_data
+from .folder import export
+from .savedmodel import export_savedmodel, inference_model, keras_probabilities
+from .tflite_convert import QUANTIZE_ALL, QUANTIZE_CHOICES, TFLITE_FILES, convert_tflite
+
+
+def main(argv=None) -> int:
+    from .__main__ import main as _main
+
+    return _main(argv)
+
+
+__all__ = ["ExportData", "ExportError", "PARITY_ATOL", "QUANTIZE_ALL", "QUANTIZE_CHOICES",
+           "SavedModelRunner", "TFLITE_FILES", "check_parity", "convert_tflite", "export",
+           "export_savedmodel", "inference_model", "keras_probabilities", "load_export_data",
+           "main", "run_name", "softmax"]

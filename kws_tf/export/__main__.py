@@ -1,0 +1,81 @@
+"""The ``python -m kws_tf.export`` command line (the package's docstring is its help)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .. import cli
+from . import __doc__
+from .clips import load_export_data
+from .folder import export
+from .tflite_convert import QUANTIZE_ALL, QUANTIZE_CHOICES
+
+
+def _data_root(arg, model_path):
+    from ..data import resolve_data
+
+    if arg is not None:
+        return resolve_data(arg)
+    config = Path(model_path).resolve().parent / "config.json"
+    if config.is_file():
+        recorded = json.loads(config.read_text()).get("data")
+        if recorded and Path(recorded).is_dir():
+            return Path(recorded)
+    raise ValueError("pass --data: the dataset folder the model was trained on (for the parity "
+                     "checks, int8 calibration and the accuracy comparison)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kws_tf.export", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a model.keras written by kws_tf.train")
+    p.add_argument("--format", default="all", choices=("savedmodel", "tflite", "all"))
+    p.add_argument("--quantize", default="all",
+                   help="TFLite files besides float32: none, dynamic, int8, int16x8 (int16 "
+                        "activations: float accuracy, int8 size, slow kernels) or all (= dynamic,int8; "
+                        "comma-separated list allowed; default all). The float32 file is always written: it is the "
+                        "reference the quantized ones are measured against")
+    p.add_argument("--output", help="output folder (default saved_models/<run name>/)")
+    cli.add_data_args(p, data_help="dataset folder ('synthetic' for the embedded one); default: "
+                                   "the one recorded in the run's config.json")
+    p.add_argument("--split", default="validation", choices=("validation", "testing"),
+                   help="split for the parity checks and the accuracy comparison")
+    p.add_argument("--eval-clips", type=int, default=1000, help="at most this many evaluation clips (0 = all)")
+    p.add_argument("--calibration-clips", type=int, default=200,
+                   help="training clips for the int8 representative dataset")
+    p.add_argument("--max-drop", type=float, default=1.0,
+                   help="accuracy points a quantized model may lose before a warning (default 1)")
+    args = p.parse_args(argv)
+
+    quantize = []
+    for q in args.quantize.split(","):
+        q = q.strip()
+        if q == "all":
+            quantize += QUANTIZE_ALL
+        elif q in QUANTIZE_CHOICES:
+            quantize.append(q)
+        else:
+            raise ValueError(f"--quantize: unknown {q!r}; use none, dynamic, int8, int16x8 or all")
+    formats = ["savedmodel", "tflite"] if args.format == "all" else [args.format]
+
+    from .. import artifacts
+
+    model_path = Path(args.model)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"no model file at {model_path}")
+    info = artifacts.read_model_info(model_path)
+    if "labels" not in info or "sample_rate" not in info:
+        _, info = artifacts.load_model(model_path, compile=False)
+    root = _data_root(args.data, model_path)
+    data = load_export_data(root, info["labels"], int(info["sample_rate"]), args.split,
+                            args.calibration_clips, args.eval_clips, cache_dir=args.cache_dir,
+                            on_error=args.on_error)
+    card = export(model_path, args.output, formats, quantize, data, max_drop=args.max_drop)
+    bad = [k for k, v in card["exports"].items() if v.get("within_tolerance") is False]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

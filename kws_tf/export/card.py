@@ -1,0 +1,45 @@
+"""model_card.json: what was exported, from which run, with which versions and checks."""
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+from ..platform.machine import environment
+
+
+def run_name(model_path) -> str:
+    """``runs/gru1-16k-2026.../model.keras`` -> ``gru1-16k-2026...``; other files: their stem."""
+    p = Path(model_path).resolve()
+    return p.parent.name if p.name == "model.keras" else p.stem
+
+
+def _run_accuracy(model_path) -> dict:
+    metrics = Path(model_path).resolve().parent / "metrics.json"
+    if not metrics.is_file():
+        return {}
+    try:
+        m = json.loads(metrics.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {s: m[s]["accuracy"] for s in ("validation", "testing")
+            if isinstance(m.get(s), dict) and "accuracy" in m[s]}
+
+
+def model_card(path: Path, model_path: Path, info: dict, samples: int) -> dict:
+    """The model card's description of the model (an earlier card's exports are kept)."""
+    labels, rate = list(info["labels"]), int(info["sample_rate"])
+    card = json.loads(path.read_text()) if path.is_file() else {}
+    card.update({
+        "name": run_name(model_path), "source": str(model_path),
+        "variant": info.get("variant"), "sample_rate": rate, "labels": labels,
+        "input": {"name": "audio", "dtype": "float32", "shape": ["batch", samples],
+                  "description": f"1 s of mono audio at {rate} Hz, samples in [-1, 1]"},
+        "output": {"probabilities": ["batch", len(labels)], "label": ["batch"],
+                   "description": "softmax probabilities over labels.txt; label = top-1 word"},
+        "run_accuracy": _run_accuracy(model_path),
+        "exported": datetime.datetime.now().isoformat(timespec="seconds"),
+        "versions": environment(),
+    })
+    card.setdefault("exports", {})
+    return card

@@ -1,0 +1,56 @@
+"""``export()``: one model.keras to a checked export folder (SavedModel, TFLite files, labels,
+model card)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .card import model_card, run_name
+from .checks import checked_savedmodel, checked_tflite
+from .clips import ExportData
+from .savedmodel import keras_probabilities
+
+
+def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tflite"),
+           quantize: Sequence[str] = ("none", "dynamic", "int8"), data: Optional[ExportData] = None,
+           parity_clips: int = 64, max_drop: float = 1.0, log=print) -> dict:
+    """Export ``model_path`` (a model.keras) and return the model card (also written to disk)."""
+    from .. import artifacts
+
+    model_path = Path(model_path)
+    model, info = artifacts.load_model(model_path, compile=False)
+    labels, rate = list(info["labels"]), int(info["sample_rate"])
+    samples = int(model.input_shape[-1])
+    out = Path(output) if output else Path("saved_models") / run_name(model_path)
+    formats = list(dict.fromkeys(formats))
+    quantize = list(dict.fromkeys(["none", *quantize])) if "tflite" in formats else []
+    unknown = set(formats) - {"savedmodel", "tflite"}
+    if unknown:
+        raise ValueError(f"unknown format(s) {', '.join(sorted(unknown))}; use savedmodel, tflite or all")
+    if data is None:
+        raise ValueError("export needs real clips for its checks: the dataset folder it was trained on")
+    if data.audio.shape[1:] != (samples,):
+        raise ValueError(f"evaluation clips have shape {data.audio.shape[1:]}, the model takes ({samples},)")
+
+    card = model_card(out / "model_card.json", model_path, info, samples)
+    reference = keras_probabilities(model, data.audio[:parity_clips])
+    keras_eval = keras_probabilities(model, data.audio)
+    accuracy = {"keras": float((keras_eval.argmax(-1) == data.labels).mean())}
+    log(f"{model_path}: {info.get('variant') or 'model'} at {rate} Hz, {len(labels)} labels; "
+        f"checks on {len(data.audio)} {data.split} clips (Keras accuracy {accuracy['keras']:.4f})")
+    artifacts.write_text(out / "labels.txt", "".join(f"{w}\n" for w in labels))
+    if "savedmodel" in formats:
+        card["exports"]["savedmodel"] = checked_savedmodel(model, labels, out, data, reference, log)
+    for q in quantize:
+        key = "tflite_float32" if q == "none" else f"tflite_{q}"
+        card["exports"][key] = checked_tflite(model, q, out, data, reference, accuracy,
+                                               max_drop, log)
+    artifacts.make_readable(out)
+    card["evaluation"] = {"split": data.split, "clips": int(len(data.labels)), "source": data.source,
+                          "accuracy": {**accuracy, **{k: v[f"{data.split}_accuracy"]
+                                                      for k, v in card["exports"].items()
+                                                      if f"{data.split}_accuracy" in v}}}
+    artifacts.write_json(out / "model_card.json", card)
+    artifacts.make_readable(out)
+    log(f"wrote {out}/ (labels.txt, model_card.json)")
+    return card

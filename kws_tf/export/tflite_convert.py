@@ -1,0 +1,96 @@
+"""TFLite conversion: batch 1, the GRU unrolled, builtin ops only (never Flex), float32 or
+quantized (dynamic-range, int8, int16x8)."""
+from __future__ import annotations
+
+import tempfile
+from typing import Optional
+
+import numpy as np
+
+from .savedmodel import inference_model, probability_fn
+
+TFLITE_FILES = {"none": "model_float32.tflite", "dynamic": "model_dynamic.tflite",
+                "int8": "model_int8.tflite", "int16x8": "model_int16x8.tflite"}
+QUANTIZE_CHOICES = ("none", "dynamic", "int8", "int16x8")
+# "all" leaves int16x8 out: its TFLite kernels are reference ones, ~10x slower than int8.
+QUANTIZE_ALL = ("dynamic", "int8")
+
+
+def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarray] = None) -> tuple:
+    """``(flatbuffer bytes, notes dict)`` for ``model``: batch 1, unrolled GRU, builtins only.
+
+    ``quantize``: "none" (float32), "dynamic" (int8 weights, float activations) or "int8"
+    (int8 weights and activations, calibrated on ``calibration`` clips; float32 in/out) or
+    "int16x8" (int8 weights, int16 activations, calibrated the same way: the accuracy of float
+    at the size of int8, but TFLite runs it with slow reference kernels).
+    """
+    from ..inference import tflite
+
+    if quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    if quantize in ("int8", "int16x8") and (calibration is None or len(calibration) == 0):
+        raise ValueError(f"{quantize} quantization needs calibration clips from the training split")
+    lite = inference_model(model, batch_size=1, unroll=True)
+    with tempfile.TemporaryDirectory(prefix="kws-tflite-") as tmp:
+        _write_serving_archive(lite, tmp)
+        content, notes = _convert(tmp, quantize, calibration)
+    notes["ops"] = tflite.check_builtin_only(content, f"the {quantize} TFLite model")
+    if quantize in ("int8", "int16x8"):
+        floats = tflite.float_ops(content)
+        notes["float_ops"] = floats
+        notes["float_ops_note"] = (
+            f"none: every op runs in {quantize} (QUANTIZE/DEQUANTIZE only convert the float32 input "
+            "and output)" if not floats else
+            f"{sum(floats.values())} op(s) stay float32 ({', '.join(floats)}): the converter "
+            "has no integer kernel or calibration range for them; they run as float between "
+            "DEQUANTIZE/QUANTIZE pairs")
+    return content, notes
+
+
+def _write_serving_archive(lite, folder) -> None:
+    """The batch-1 model as a SavedModel with one "serve" endpoint: the converter's input."""
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(lite)
+    archive.add_endpoint("serve", probability_fn(lite), input_signature=[
+        tf.TensorSpec((1, int(lite.input_shape[-1])), tf.float32, name="audio")])
+    archive.write_out(folder, verbose=False)
+
+
+def _convert(saved_model: str, quantize: str, calibration) -> tuple:
+    """Run the TFLite converter on builtin op sets only (never SELECT_TF_OPS)."""
+    import tensorflow as tf
+
+    from ..platform.quiet import native_output_muted
+
+    def convert(ops):
+        c = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=["serve"])
+        c.target_spec.supported_ops = ops
+        if quantize != "none":
+            c.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize in ("int8", "int16x8"):
+            clips = np.asarray(calibration, np.float32)
+            c.representative_dataset = lambda: ([clip[None]] for clip in clips)
+        with native_output_muted():  # the calibrator prints C++ lines on stdout
+            return c.convert()
+
+    builtins = tf.lite.OpsSet.TFLITE_BUILTINS
+    if quantize == "int16x8":
+        # Float builtins as fallback: 16x8 has no kernel for some ops (LOG_SOFTMAX).
+        return (convert([tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                         builtins]),
+                {"int16x8_mode": "int16 activations, int8 weights; float32 builtins where 16x8 "
+                                 "has no kernel"})
+    if quantize != "int8":
+        return convert([builtins]), {}
+    try:
+        return (convert([tf.lite.OpsSet.TFLITE_BUILTINS_INT8]),
+                {"int8_mode": "full integer (TFLITE_BUILTINS_INT8)"})
+    except Exception as e:  # noqa: BLE001 - the converter raises many kinds
+        # Some TF versions cannot integer-quantize every op of the unrolled GRU:
+        # keep those ops in float (builtins still) and say which they are.
+        mode = ("mixed: TFLITE_BUILTINS_INT8 + TFLITE_BUILTINS float fallback "
+                f"(strict int8 failed: {str(e).splitlines()[0][:200]})")
+        return convert([tf.lite.OpsSet.TFLITE_BUILTINS_INT8, builtins]), {"int8_mode": mode}
