@@ -108,14 +108,34 @@ def _jsonable(obj):
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
-def model_sample_rate(model: keras.Model) -> int:
-    """Samples per one-second clip the model takes, i.e. its input sample rate."""
+def model_rates(model: keras.Model) -> dict:
+    """The model's rates, the one source every command reads: ``sample_rate``, the rate its
+    convolutions run at (what the study's 8 kHz / 16 kHz means); ``input_rate``, the rate of
+    the audio it takes (higher where a ``Resample`` layer comes first); ``input_samples``, the
+    length of that input (one second for a window model)."""
+    from .layers.resample import Resample
+
+    samples = int(model.input_shape[-1])
+    resample = next((layer for layer in model.layers if isinstance(layer, Resample)), None)
+    if resample is None:
+        return {"sample_rate": samples, "input_rate": samples, "input_samples": samples}
+    return {"sample_rate": resample.new_freq, "input_rate": resample.orig_freq,
+            "input_samples": samples}
+
+
+def model_input_rate(model: keras.Model) -> int:
+    """The rate of the audio a window model takes (one second of it is its input)."""
     return int(model.input_shape[-1])
 
 
 def save_model(model: keras.Model, path, labels, **info) -> Path:
-    """Save ``model`` (with optimizer state) plus labels/sample rate, atomically."""
-    meta = {"labels": list(labels), "sample_rate": model_sample_rate(model), **info}
+    """Save ``model`` (with optimizer state) plus labels and rates, atomically.
+
+    ``info`` entries override :func:`model_rates`' (a streaming model's input is a packet,
+    not one second, so it states its rates itself).
+    """
+    meta = {"labels": list(labels), **(model_rates(model) if "sample_rate" not in info else {}),
+            **info}
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as zf:
@@ -131,13 +151,16 @@ def read_model_info(path) -> dict:
 
 
 def load_model(path, compile: bool = True):
-    """Return ``(model, info)`` where info has at least ``labels`` and ``sample_rate``."""
+    """Return ``(model, info)`` where info has at least ``labels``, ``sample_rate`` and ``input_rate``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     from .layers import resample  # noqa: F401  registers kws_tf>Resample for deserialization
     model = keras.models.load_model(path, compile=compile)
     info = read_model_info(path)
-    info.setdefault("sample_rate", model_sample_rate(model))
-    info.setdefault("labels", [str(i) for i in range(model.output_shape[-1])])
+    if "sample_rate" not in info:  # only asked of window models (one audio input, one output)
+        info.update(model_rates(model))
+    info.setdefault("input_rate", info["sample_rate"])
+    if "labels" not in info:
+        info["labels"] = [str(i) for i in range(model.output_shape[-1])]
     return model, info

@@ -23,7 +23,7 @@ def predict_scores(model, audio, batch_size: int = 100) -> np.ndarray:
     if not isinstance(audio, np.ndarray):
         from .training.batches import eval_batches
 
-        rate = artifacts.model_sample_rate(model)
+        rate = artifacts.model_input_rate(model)
         audio = eval_batches(audio, batch_size, rate).map(_audio_only)
     return np.asarray(model.predict(audio, batch_size=batch_size, verbose=0), dtype="float64")
 

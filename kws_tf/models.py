@@ -50,27 +50,7 @@ def build_model(variant, sample_rate: int = 16000, num_classes: int = NUM_CLASSE
         x = Resample(input_rate, sample_rate, name="resample")(x)
     x = keras.layers.Reshape((sample_rate, 1), name="add_channel")(x)
     for i, channels in enumerate(v.conv_channels, start=1):
-        kernel, stride = (v.first_kernel, v.first_stride) if i == 1 else (v.kernel_size, 1)
-        # "valid" padding and BatchNorm(momentum 0.9, eps 1e-5) match PyTorch's defaults.
-        if fast:
-            names = dict(conv_name=f"block{i}_conv", bn_name=f"block{i}_bn",
-                         name=f"block{i}_conv_bn_pool")
-            if i == 1 and not sync_batchnorm:  # statistics from the one-channel input
-                block = ConvBatchNorm1D(channels, kernel, stride, momentum=0.9, epsilon=1e-5,
-                                        pool_size=v.pool_size, **names)
-            else:
-                block = ConvBatchNormPool1D(channels, kernel, stride, momentum=0.9,
-                                            epsilon=1e-5, pool_size=v.pool_size,
-                                            synchronized=sync_batchnorm, **names)
-            # ReLU after the pool: the two commute exactly, and it runs on 4x fewer values.
-            x = keras.layers.ReLU(name=f"block{i}_relu")(block(x))
-            continue
-        x = keras.layers.Conv1D(channels, kernel, strides=stride, padding="valid",
-                                name=f"block{i}_conv")(x)
-        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"block{i}_bn",
-                                            synchronized=sync_batchnorm)(x)
-        x = keras.layers.ReLU(name=f"block{i}_relu")(x)
-        x = keras.layers.MaxPooling1D(v.pool_size, name=f"block{i}_pool")(x)
+        x = _conv_block(x, v, i, channels, fast, sync_batchnorm)
     # Keras 3 defaults (tanh/sigmoid, reset_after=True, no recurrent dropout, no unroll) keep
     # the GRU eligible for the cuDNN kernel on GPU; the export path rebuilds it unrolled.
     x = keras.layers.GRU(v.gru_units, name="gru")(x)
@@ -79,6 +59,31 @@ def build_model(variant, sample_rate: int = 16000, num_classes: int = NUM_CLASSE
         x = keras.layers.Activation("log_softmax", name="log_softmax")(x)
     rate_tag = f"{sample_rate // 1000}khz"
     return keras.Model(audio, x, name=name or f"{v.name}_{rate_tag}")
+
+
+def _conv_block(x, v, i: int, channels: int, fast: bool, sync_batchnorm: bool):
+    """Block ``i``: Conv1D, BatchNorm, ReLU, MaxPool, as four layers or (``fast``) one fused
+    layer plus ReLU."""
+    kernel, stride = (v.first_kernel, v.first_stride) if i == 1 else (v.kernel_size, 1)
+    # "valid" padding and BatchNorm(momentum 0.9, eps 1e-5) match PyTorch's defaults.
+    if fast:
+        names = dict(conv_name=f"block{i}_conv", bn_name=f"block{i}_bn",
+                     name=f"block{i}_conv_bn_pool")
+        if i == 1 and not sync_batchnorm:  # statistics from the one-channel input
+            block = ConvBatchNorm1D(channels, kernel, stride, momentum=0.9, epsilon=1e-5,
+                                    pool_size=v.pool_size, **names)
+        else:
+            block = ConvBatchNormPool1D(channels, kernel, stride, momentum=0.9, epsilon=1e-5,
+                                        pool_size=v.pool_size, synchronized=sync_batchnorm,
+                                        **names)
+        # ReLU after the pool: the two commute exactly, and it runs on 4x fewer values.
+        return keras.layers.ReLU(name=f"block{i}_relu")(block(x))
+    x = keras.layers.Conv1D(channels, kernel, strides=stride, padding="valid",
+                            name=f"block{i}_conv")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"block{i}_bn",
+                                        synchronized=sync_batchnorm)(x)
+    x = keras.layers.ReLU(name=f"block{i}_relu")(x)
+    return keras.layers.MaxPooling1D(v.pool_size, name=f"block{i}_pool")(x)
 
 
 def count_trainable_params(model: keras.Model) -> int:

@@ -42,3 +42,18 @@ def test_keras_scorer_gives_the_models_softmax_in_fixed_batches(tmp_path):
     x = np.random.default_rng(0).normal(0, 0.1, (5, 8000)).astype("float32")
     p = scorer.probabilities(x, batch_size=2)  # 3 batches, the last one padded
     np.testing.assert_allclose(p, softmax(model.predict(x, verbose=0)), atol=1e-6)
+
+
+def test_model_keras_records_the_model_rate_and_its_input_rate_apart(tmp_path):
+    """An 8 kHz model that resamples 16 kHz input itself is an 8 kHz model fed 16 kHz audio."""
+    model = build_model(tiny_variant(), 8000, num_classes=2, input_rate=16000)
+    path = artifacts.save_model(model, tmp_path / "model.keras", ["a", "b"])
+    info = artifacts.read_model_info(path)
+    assert (info["sample_rate"], info["input_rate"], info["input_samples"]) == (8000, 16000, 16000)
+    scorer = load_scorer(path)
+    assert scorer.sample_rate == 16000  # what it must be fed
+    assert scorer.probabilities(np.zeros((3, 16000), np.float32)).shape == (3, 2)
+    plain = artifacts.save_model(build_model(tiny_variant(), 8000, num_classes=2),
+                                 tmp_path / "plain.keras", ["a", "b"])
+    info = artifacts.read_model_info(plain)
+    assert (info["sample_rate"], info["input_rate"], info["input_samples"]) == (8000, 8000, 8000)

@@ -66,10 +66,10 @@ def main(argv=None) -> int:
     if not model_path.is_file():
         raise FileNotFoundError(f"no model file at {model_path}")
     info = artifacts.read_model_info(model_path)
-    if "labels" not in info or "sample_rate" not in info:
+    if "labels" not in info or "input_rate" not in info:
         _, info = artifacts.load_model(model_path, compile=False)
     root = _data_root(args.data, model_path)
-    data = load_export_data(root, info["labels"], int(info["sample_rate"]), args.split,
+    data = load_export_data(root, info["labels"], int(info["input_rate"]), args.split,
                             args.calibration_clips, args.eval_clips, cache_dir=args.cache_dir,
                             on_error=args.on_error)
     card = export(model_path, args.output, formats, quantize, data, max_drop=args.max_drop)

@@ -29,12 +29,14 @@ def _run_accuracy(model_path) -> dict:
 def model_card(path: Path, model_path: Path, info: dict, samples: int) -> dict:
     """The model card's description of the model (an earlier card's exports are kept)."""
     labels, rate = list(info["labels"]), int(info["sample_rate"])
+    input_rate = int(info.get("input_rate", rate))
     card = json.loads(path.read_text()) if path.is_file() else {}
     card.update({
         "name": run_name(model_path), "source": str(model_path),
-        "variant": info.get("variant"), "sample_rate": rate, "labels": labels,
+        "variant": info.get("variant"), "sample_rate": rate, "input_rate": input_rate,
+        "labels": labels,
         "input": {"name": "audio", "dtype": "float32", "shape": ["batch", samples],
-                  "description": f"1 s of mono audio at {rate} Hz, samples in [-1, 1]"},
+                  "description": f"1 s of mono audio at {input_rate} Hz, samples in [-1, 1]"},
         "output": {"probabilities": ["batch", len(labels)], "label": ["batch"],
                    "description": "softmax probabilities over labels.txt; label = top-1 word"},
         "run_accuracy": _run_accuracy(model_path),

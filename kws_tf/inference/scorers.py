@@ -66,7 +66,8 @@ class KerasScorer(Scorer):
         from .. import artifacts
 
         self.model, info = artifacts.load_model(path, compile=False)
-        self.labels, self.sample_rate = list(info["labels"]), int(info["sample_rate"])
+        # The rate of the audio it takes: an 8 kHz model may resample 16 kHz input itself.
+        self.labels, self.sample_rate = list(info["labels"]), int(info["input_rate"])
 
     def probabilities(self, audio, batch_size: int = 32):
         audio = np.asarray(audio, np.float32)

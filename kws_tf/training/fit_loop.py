@@ -108,7 +108,7 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
     strategy = distribute.make_strategy(config.strategy)
     job = FitJob(v, data, config, config.recipe(v), output, strategy, distribute.is_chief(strategy))
     state, model = _resume_or_build(job, resume)
-    distribute.prepare_model(strategy, model, artifacts.model_sample_rate(model))
+    distribute.prepare_model(strategy, model, artifacts.model_input_rate(model))
     if job.chief:
         artifacts.write_json(output / "config.json", {
             "variant": v.name, "variant_definition": dataclasses.asdict(v),
