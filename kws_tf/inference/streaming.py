@@ -28,7 +28,7 @@ class Detection:
 
 # Chosen on validation-split recordings with the 12-label gru4 (benchmarks/streaming.py: the most
 # command words found at <= 30 false alarms per hour); README "The 12-label task and streaming
-# detection" has the test-split figures.  The earlier defaults were 0.8 / 0.75 s / 1.0 s.
+# detection" has the test-split figures.
 DEFAULTS = {"threshold": 0.9, "average": 0.5, "suppression": 0.75}
 
 

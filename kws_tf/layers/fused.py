@@ -57,7 +57,7 @@ def _conv_rows_gradient(x, kernel):
 
     XLA on CPU computes a conv's kernel gradient as another conv with batch and channels
     swapped: it transposes the input to (channels, time, batch), recomputing it inside the
-    transpose; for block 2 of gru4 at 8 kHz that copy alone took 37 ms of a ~240 ms step.
+    transpose, a large share of block 2's step (benchmarks/README.md).
     The products read the input where it already is.
     """
     k = kernel.shape[0]
@@ -143,9 +143,8 @@ class ConvBatchNormPool1D(_ConvBatchNormPool):
     BatchNorm is affine per channel, ``a * y + c``, so max-pooling its output is ``a`` times
     the window maximum of ``y`` (the minimum where ``a < 0``) plus ``c``: the layer pools the
     conv output and normalizes the 4x smaller result.  The batch statistics still cover every
-    conv output, as BatchNorm's do.  Block 2 of gru4 at 8 kHz, forward and gradients under
-    XLA on CPU: 85 ms against 117 ms for the three layers (and 104 ms for the last fast build,
-    which pooled the normalized output).  ``synchronized`` as in ``BatchNormalization`` (the
+    conv output, as BatchNorm's do.  Faster under XLA on CPU than the three layers and than
+    pooling the normalized output (benchmarks/README.md).  ``synchronized`` as in ``BatchNormalization`` (the
     statistics of the global batch under tf.distribute).
     """
 

@@ -4,9 +4,8 @@ Block 1 of these models makes (batch, 5307, 128) float32 activations: at batch 1
 272 MB, and one training step allocates and frees several.  With TensorFlow's default CPU
 allocator (plain malloc) glibc serves blocks that big with fresh ``mmap`` pages and unmaps
 them on free, so every step page-faults and zero-fills about a gigabyte.  On the 2-core VMs
-measured (benchmarks/README.md) that doubled the cost of the memory-bound layers (BatchNorm,
-pooling): training ran 25 % faster without it (44 -> 55 clips/s), and PyTorch, which has the
-same problem, 2.2x faster when given the same glibc setting.  Two switches keep the memory instead:
+measured that doubled the cost of the memory-bound layers (BatchNorm, pooling), and PyTorch
+has the same problem (figures: benchmarks/README.md).  Two switches keep the memory instead:
 
 * TensorFlow's BFC allocator for CPU tensors (``TF_CPU_ALLOCATOR_USE_BFC``).  TensorFlow
   reads it when it allocates its first tensor, so this must run before any data is loaded;
@@ -15,10 +14,9 @@ same problem, 2.2x faster when given the same glibc setting.  Two switches keep 
   the buffers TensorFlow does not allocate itself (oneDNN and XLA scratch).  Takes effect at
   once, for later allocations.
 
-The cost: memory freed after the peak stays with the process, and the peak grows (gru4 at
-batch 100: a benchmark worker 2.35 vs 2.27 GB; a real 2-epoch run on the shared subset,
-data included, 3.8 vs 3.2 GB).  Nothing here changes what is computed: that run's losses
-were identical to every printed digit with and without it.  Turn it off with
+The cost: memory freed after the peak stays with the process, and the peak grows somewhat
+(benchmarks/README.md).  Nothing here changes what is computed: a run's losses are identical
+with and without it.  Turn it off with
 ``--no-reuse-cpu-memory``, or set ``TF_CPU_ALLOCATOR_USE_BFC=false`` yourself (an explicit
 setting is never overridden).
 """

@@ -4,9 +4,8 @@ Compiled whole by XLA (``jit_compile=True``), a bf16 training step runs its conv
 through float32: XLA's CPU backend has no bf16 convolution.  Without XLA, TensorFlow's oneDNN
 kernels run them in bf16 (avx512_bf16, AMX) but every element-wise op on its own.
 TensorFlow's auto-clustering limited to fusible ops gives both: it hands XLA the element-wise
-ops to fuse and leaves convolutions and matrix products to oneDNN.  gru4 at 16 kHz, batch 100,
-on a Zen 5 CPU with avx512_bf16 (benchmarks/README.md): 278.6 clips/s, against 177.5 under
-XLA and 157.7 without it (float32 under XLA: 212.5).
+ops to fuse and leaves convolutions and matrix products to oneDNN: faster than either alone
+(benchmarks/README.md has the figures per CPU).
 
 TensorFlow reads these flags (``TF_XLA_FLAGS``) once, the first time its runtime needs them
 (its first op, or a device listing), so ``request()`` must come before that: the training CLIs

@@ -67,8 +67,7 @@ class FitConfig:
         The fast build always; in float32 (and bf16 on a GPU) compiled whole by XLA; in bf16 on
         a CPU with XLA fusing the element-wise ops and oneDNN running the convolutions where
         TensorFlow started with that (``clusters_ready``, kws_tf.platform.xla_clusters), else whole by
-        XLA.  Measured, gru4 @ 16 kHz (benchmarks/README.md, 2026-11-27): fp32 ~210 clips/s;
-        bf16 279 clustered, 177 whole, 158 without XLA.  Flags set explicitly are kept."""
+        XLA: the fastest of each, measured in benchmarks/README.md.  Flags set explicitly are kept."""
         clusters = self.xla_clusters
         if clusters is None:
             clusters = self.mixed_precision and self.jit_compile is None and clusters_ready \

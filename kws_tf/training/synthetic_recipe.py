@@ -2,7 +2,7 @@
 
 The study's recipes are sized for Speech Commands' ~85,000 training clips: gru4's (Adam lr
 1e-4, batch 100, 10 epochs) is 8,500 optimizer steps there, 230 on the embedded set's 2,240
-clips (on the earlier 560-clip set, 60 steps, it ended at chance: issue 17).  On
+clips, too few to learn.  On
 ``--data synthetic``, ``python -m kws_tf.train`` uses SYNTHETIC_RECIPE instead for each entry
 no flag sets, prints one line saying what differs from the study's recipe and why, and records
 it in config.json (``synthetic_recipe``; FitConfig's changed entries are also in
@@ -23,7 +23,7 @@ ENTRIES = ("optimizer", "learning_rate", "weight_decay", "lr_step_epochs", "lr_g
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticRecipe:
-    """Measured with gru4 on the default embedded set (README, Quick start)."""
+    """Chosen with gru4 on the default embedded set (what it gives: README, Quick start)."""
 
     # Adam for every variant: the study's SGD learning rates are tuned for the real data.
     optimizer: str = "adam"
@@ -34,11 +34,11 @@ class SyntheticRecipe:
     batch_size: int = 35
     epochs: int = 8
     # The last epochs at lr x lr_gamma (the study's StepLR, stepping after epoch
-    # epochs - low_lr_epochs): +5 points of validation accuracy over a constant lr (0.94 vs 0.89).
+    # epochs - low_lr_epochs): more validation accuracy than a constant lr (docs/training.md).
     low_lr_epochs: int = 2
     lr_gamma: float = 0.1
     # Time shift and _background_noise_ mixing: with 64 training speakers, what keeps gru4 from
-    # learning the voices instead of the words (0.86 vs 0.73 after 6 epochs).
+    # learning the voices instead of the words.
     augment: bool = True
     why: str = ("the study's recipe is sized for Speech Commands' ~85,000 training clips: on the "
                 "embedded set's 2,240 it takes too few steps to learn, and without augmentation "
