@@ -34,14 +34,9 @@ AUDIO_SUFFIXES = (".wav", ".wave")
 # ----------------------------------------------------------------------------- audio
 def read_audio(path, sample_rate: int) -> np.ndarray:
     """The whole recording as float32 mono at ``sample_rate`` (via 16 kHz, like the dataset)."""
-    from .data import read_wav
-    from .data.audio import SAMPLE_RATE, check_rate, resample
+    from .data.audio import read_audio as read
 
-    x, rate = read_wav(path)
-    if rate != SAMPLE_RATE:
-        check_rate(rate, path)
-        x = resample(x, rate, SAMPLE_RATE)
-    return resample(x, SAMPLE_RATE, sample_rate) if sample_rate != SAMPLE_RATE else x
+    return read(path, sample_rate)
 
 
 def read_clip(path, sample_rate: int) -> np.ndarray:

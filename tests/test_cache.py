@@ -80,6 +80,30 @@ def test_edited_dataset_gets_a_new_cache(root, cache):
     np.testing.assert_array_equal(second["training"].read([row])[0], np.full(16000, 8192, np.int16))
 
 
+def test_one_cache_serves_commands_that_need_different_splits(root, cache, capsys):
+    """Built for the test split alone (evaluate), it is the one training then opens; only a
+    changed list or clip makes a new one, and a list created where there was none is a change."""
+    (root / "validation_list.txt").unlink()
+    with pytest.raises(DataError, match="the validation split is empty: there is no "
+                                        "validation_list.txt; training needs one"):
+        open_decoded(root, cache_dir=cache)
+    assert _folders(cache) == []
+    first = open_decoded(root, cache_dir=cache, needs=("testing",), purpose="evaluate")
+    assert "decoding 42 clips" in capsys.readouterr().err  # every split, the empty one too
+    assert len(first["validation"]) == 0 and len(first["training"]) == 33
+    again = open_decoded(root, cache_dir=cache, needs=("training",), purpose="export")
+    assert again.folder == first.folder and "decoding" not in capsys.readouterr().err
+    # an empty list file gives the same splits as none, but it is a different folder state
+    (root / "validation_list.txt").write_text("")
+    empty_list = open_decoded(root, cache_dir=cache, needs=("testing",))
+    assert empty_list.folder != first.folder
+    (root / "validation_list.txt").write_text("go/00000008_nohash_0.wav\n")
+    trained = open_decoded(root, cache_dir=cache)  # now training can open it
+    assert trained.folder not in (first.folder, empty_list.folder)
+    assert trained["validation"].files == ["go/00000008_nohash_0.wav"]
+    assert len(_folders(cache)) == 3
+
+
 def test_cache_dir_defaults_under_kws_tf_cache(root, tmp_path, monkeypatch):
     monkeypatch.setenv("KWS_TF_CACHE", str(tmp_path / "elsewhere"))
     d = open_decoded(root, verbose=False)

@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 from .audio import (CLIP_SAMPLES, CLIP_SECONDS, SAMPLE_RATE, DataError, WavInfo, decode_clip,
-                    read_wav, wav_info, write_wav)
+                    read_audio, read_wav, wav_info, write_wav)
 from .archive import ARCHIVES, cache_dir, default_data_root, download
 from .cache import DecodedDataset, DecodedSplit, open_decoded
 from .pipeline import (Clips, DataWarning, augment_dataset, load_arrays, make_dataset, read_rows,
                        scan, stream_batches, tf_resample)
-from .splits import SPLITS, is_dataset, load_splits
+from .splits import (SPLITS, TRAINING_NEEDS, Splits, is_dataset, load_splits, read_splits,
+                     require_splits)
 from .synthetic import DEFAULTS as SYNTHETIC_DEFAULTS
 from .synthetic import GENERATOR_VERSION, SynthesisError, synthetic
 
@@ -21,9 +22,9 @@ __all__ = ["ARCHIVES", "CLIP_SAMPLES", "CLIP_SECONDS", "Clips", "DataError", "Da
            "DecodedDataset", "DecodedSplit", "open_decoded", "read_rows", "stream_batches",
            "SAMPLE_RATE", "SPLITS", "SYNTHETIC_DEFAULTS", "SynthesisError", "WavInfo",
            "augment_dataset", "cache_dir", "decode_clip", "default_data_root", "download",
-           "is_dataset", "load_arrays", "load_splits", "make_dataset", "read_wav",
-           "resolve_data", "scan", "synthetic", "synthetic_root", "tf_resample", "wav_info",
-           "write_wav"]
+           "is_dataset", "load_arrays", "load_splits", "make_dataset", "read_audio", "read_splits",
+           "read_wav", "require_splits", "resolve_data", "scan", "Splits", "synthetic",
+           "synthetic_root", "tf_resample", "TRAINING_NEEDS", "wav_info", "write_wav"]
 
 
 def synthetic_root(**params) -> Path:

@@ -179,13 +179,22 @@ def decode_clip(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return resample(clip_int16(path) / np.float32(32768.0), SAMPLE_RATE, sample_rate)
 
 
-def clip_int16(path) -> np.ndarray:
-    """The pipeline's stored form of any WAV: int16 (16000,) at 16 kHz."""
+def read_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Any WAV, whole, as float32 mono at ``sample_rate``: the one way every reader does it.
+
+    Channels averaged, resampled to 16 kHz (the dataset's rate) with the study's resampler,
+    then to ``sample_rate`` from 16 kHz, as the 8 kHz models see the dataset.
+    """
     x, rate = read_wav(path)
     if rate != SAMPLE_RATE:
         check_rate(rate, path)
         x = resample(x, rate, SAMPLE_RATE)
-    return to_int16(fix_length(x, CLIP_SAMPLES))
+    return resample(x, SAMPLE_RATE, sample_rate) if int(sample_rate) != SAMPLE_RATE else x
+
+
+def clip_int16(path) -> np.ndarray:
+    """The pipeline's stored form of any WAV: int16 (16000,) at 16 kHz."""
+    return to_int16(fix_length(read_audio(path), CLIP_SAMPLES))
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:

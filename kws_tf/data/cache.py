@@ -9,7 +9,10 @@ memory and peak memory does not grow with the dataset.  One folder per dataset s
 
 The cache root is ``--cache-dir``, else ``$KWS_TF_CACHE/decoded``, else
 ``~/.cache/kws_tf/decoded``.  The key hashes both split lists and every clip's path, size and
-mtime, so an edited dataset gets a new folder and never reads a stale one.  A folder is built
+mtime, so an edited dataset gets a new folder and never reads a stale one.  The cache holds
+the splits a folder has, empty ones included, whichever command built it: each command checks
+only the splits it needs (``open_decoded(needs=...)``), so one command never fails on a split
+another reads, and every command on a folder shares one cache.  A folder is built
 under a temporary name and renamed into place only when complete (meta.json is written last),
 under a lock, so a build killed at any moment or two processes building at once never leave
 anything that is read later.  Opening checks every file's size and a sample of its contents
@@ -26,15 +29,15 @@ import json
 import os
 import shutil
 import sys
-import warnings
 import zlib
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from .audio import CLIP_SAMPLES, SAMPLE_RATE, DataError
-from .splits import LIST_FILES, SPLITS, load_splits
+from .splits import (LIST_FILES, SPLITS, TRAINING_NEEDS, read_splits, require_splits,
+                     warn_skipped)
 
 FORMAT_VERSION = 1
 ROW_BYTES = CLIP_SAMPLES * 2  # one int16 clip
@@ -53,19 +56,33 @@ def cache_root(cache_dir=None) -> Path:
 
 
 def dataset_key(root, splits: Optional[dict] = None) -> str:
-    """A hash of what decoding would read: both split lists, every clip's path, size and mtime."""
+    """A hash of what decoding would read: both split lists, every clip's path, size and mtime.
+
+    It depends on the folder only, not on which splits a command needs.
+    """
     root = Path(root)
     if splits is None:
-        _, splits = load_splits(root)
+        splits = read_splits(root).splits
     h = hashlib.sha256(f"kws_tf decoded cache v{FORMAT_VERSION}\n".encode())
     for name in LIST_FILES.values():
-        h.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+        path = root / name
+        # a list that is not there differs from an empty one: both give the same splits, but
+        # the marker keeps "created the list" a change like any other
+        content = path.read_bytes() if path.exists() else b"\0missing"
+        h.update(name.encode() + b"\0" + content + b"\0")
     for split in SPLITS:
         h.update(f"[{split}]\n".encode())
-        for rel in splits[split]:
-            st = os.stat(root / rel)
-            h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        hash_clips(h, root, splits[split])
     return h.hexdigest()[:24]
+
+
+def hash_clips(h, root, files) -> None:
+    """Feed every clip's relative path, size and mtime to the hash ``h`` (the one dataset hash:
+    the decoded cache's key and make_dataset's file cache both use it)."""
+    root = Path(root)
+    for rel in files:
+        st = os.stat(root / rel)
+        h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
 
 
 # ----------------------------------------------------------------------------- reading
@@ -114,20 +131,28 @@ class DecodedDataset:
         return self.splits[split]
 
 
-def open_decoded(root, cache_dir=None, on_error: str = "raise", verbose: bool = True) -> DecodedDataset:
+def open_decoded(root, cache_dir=None, on_error: str = "raise", verbose: bool = True,
+                 needs: Sequence[str] = TRAINING_NEEDS,
+                 purpose: Optional[str] = "training") -> DecodedDataset:
     """The decoded cache of ``root``: reused when valid, else built (with a progress bar).
 
     ``on_error`` applies to clips that cannot be decoded exactly as in
     :func:`kws_tf.data.scan`: "raise" names the first one, "skip" leaves them out with a
     DataWarning.  A cache built with "skip" records what it left out, so a later "raise" run
     still stops on the same clip.
+
+    ``needs``: the splits the caller reads that must have clips (default: training and
+    validation, what fitting needs); if one is empty, a DataError names the split, the folder,
+    the list file that decides it and ``purpose`` ("training needs one"), before anything is
+    decoded.  Other splits may be empty.  The cache itself does not depend on ``needs``.
     """
     from .pipeline import ON_ERROR
 
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     root = Path(root)
-    labels, splits = load_splits(root)
+    info = require_splits(read_splits(root, on_error), needs, purpose)
+    labels, splits = info.labels, info.splits
     key = dataset_key(root, splits)
     base = cache_root(cache_dir)
     folder = base / key
@@ -146,7 +171,7 @@ def open_decoded(root, cache_dir=None, on_error: str = "raise", verbose: bool = 
                         print(f"decoded cache {folder} is incomplete or damaged: rebuilding",
                               file=sys.stderr, flush=True)
                     shutil.rmtree(folder, ignore_errors=True)
-                _build(root, labels, splits, folder, on_error, verbose)
+                _build(root, info, folder, on_error, verbose)
                 meta = _valid_meta(folder)
                 if meta is None:
                     raise DataError(f"{folder}: the decoded cache failed its own check right after "
@@ -160,23 +185,14 @@ def open_decoded(root, cache_dir=None, on_error: str = "raise", verbose: bool = 
         raise DataError(f"{next(iter(bad.values()))} (on_error='skip' leaves unreadable clips out)")
     if bad and not fresh:  # a fresh build with "skip" has warned already, in scan()
         for s in SPLITS:
-            if skipped[s]:
-                shown = "; ".join(list(skipped[s].values())[:3])
-                more = f" (and {len(skipped[s]) - 3} more)" if len(skipped[s]) > 3 else ""
-                warnings.warn(f"{root} {s}: skipped {len(skipped[s])} unreadable clip(s): "
-                              f"{shown}{more}", _data_warning(), stacklevel=2)
+            warn_skipped(root, s, skipped[s], stacklevel=2)
     out = {}
     for s in SPLITS:
         m = meta["splits"][s]
         out[s] = DecodedSplit(s, folder / f"{s}.npy", np.load(folder / f"{s}.labels.npy"),
                               m["files"], m["offset"])
+    require_splits(info, needs, purpose, sizes={s: len(out[s]) for s in SPLITS})
     return DecodedDataset(root, folder, labels, out, skipped)
-
-
-def _data_warning():
-    from .pipeline import DataWarning
-
-    return DataWarning
 
 
 def _valid_meta(folder: Path) -> Optional[dict]:
@@ -226,11 +242,12 @@ def _build_lock(path: Path, verbose: bool):
 
 
 # ----------------------------------------------------------------------------- building
-def _build(root: Path, labels: list, splits: dict, folder: Path, on_error: str, verbose: bool):
+def _build(root: Path, info, folder: Path, on_error: str, verbose: bool):
     from .pipeline import scan
 
+    labels = info.labels
     # Headers first (fast): a bad clip with on_error="raise" stops here, before any decoding.
-    clips = {s: scan(root, s, on_error) for s in SPLITS}
+    clips = {s: scan(root, s, on_error, allow_empty=True, splits=info) for s in SPLITS}
     total = sum(len(c) for c in clips.values())
     need = total * (ROW_BYTES + 4) + (1 << 20)
     free = shutil.disk_usage(folder.parent).free
@@ -276,7 +293,9 @@ def _write_split(clips, tmp: Path, progress) -> dict:
             f, {"descr": np.dtype(np.int16).str, "fortran_order": False,
                 "shape": (len(clips), CLIP_SAMPLES)})
         offset = f.tell()
-        for audio, _ in _decoded(clips).batch(_BUILD_BATCH).prefetch(2).as_numpy_iterator():
+        batches = _decoded(clips).batch(_BUILD_BATCH).prefetch(2).as_numpy_iterator() \
+            if len(clips) else ()
+        for audio, _ in batches:
             f.write(np.ascontiguousarray(audio, "<i2").tobytes())
             progress.update(len(audio))
         f.flush()

@@ -5,21 +5,16 @@ import dataclasses
 import functools
 import hashlib
 import os
-import warnings
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from .audio import (CLIP_SAMPLES, SAMPLE_RATE, DataError, check_rate, clip_int16, read_wav,
-                    resample, wav_info)
-from .splits import load_splits, split_name
+from .audio import CLIP_SAMPLES, SAMPLE_RATE, DataError, clip_int16, read_audio, wav_info
+from .splits import DataWarning  # noqa: F401  (re-exported: kws_tf.data.pipeline.DataWarning)
+from .splits import Splits, noise_files, read_splits, require_splits, split_name, warn_skipped
 
 ON_ERROR = ("raise", "skip")
-
-
-class DataWarning(UserWarning):
-    """Clips left out of a dataset because they could not be read (on_error="skip")."""
 
 
 @dataclasses.dataclass
@@ -39,21 +34,27 @@ class Clips:
         return len(self.files)
 
 
-def scan(root, split, on_error: str = "raise") -> Clips:
+def scan(root, split, on_error: str = "raise", allow_empty: bool = False,
+         splits: Optional[Splits] = None) -> Clips:
     """Check every clip of ``split`` before TensorFlow sees it.
 
     Standard clips (16-bit mono 16 kHz) only have their header checked; they are decoded
     later by tf.audio.decode_wav.  Other readable WAVs (8/24/32-bit, float, stereo, other
     rates) are converted here, once.  Unreadable files raise DataError naming the file, or
-    with ``on_error="skip"`` are left out and reported in a DataWarning.
+    with ``on_error="skip"`` are left out and reported in a DataWarning.  An empty split (or
+    one whose every clip was skipped) is a DataError saying why, unless ``allow_empty``
+    (the decoded cache holds whatever splits a folder has).  ``splits``: the folder's
+    :func:`~kws_tf.data.splits.read_splits`, if already read.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     root, split = Path(root), split_name(split)
-    labels, splits = load_splits(root)
-    index = {w: i for i, w in enumerate(labels)}
+    ds = splits if splits is not None else read_splits(root, on_error)
+    if not allow_empty:
+        require_splits(ds, (split,), purpose=None)
+    index = {w: i for i, w in enumerate(ds.labels)}
     files, ids, conv_index, converted, skipped = [], [], [], [], {}
-    for rel in splits[split]:
+    for rel in ds.splits[split]:
         path = root / rel
         try:
             info = wav_info(path)
@@ -69,15 +70,11 @@ def scan(root, split, on_error: str = "raise") -> Clips:
         files.append(rel)
         ids.append(index[rel.split("/", 1)[0]])
         conv_index.append(row)
-    if skipped:
-        shown = "; ".join(list(skipped.values())[:3])
-        more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
-        warnings.warn(f"{root} {split}: skipped {len(skipped)} unreadable clip(s): {shown}{more}",
-                      DataWarning, stacklevel=3)
-    if not files:
-        raise DataError(f"{root}: no usable clips in the {split} split")
+    warn_skipped(root, split, skipped, stacklevel=2)
+    if not files and not allow_empty:
+        require_splits(ds, (split,), purpose=None, sizes={split: 0})
     conv = np.stack(converted) if converted else np.zeros((0, CLIP_SAMPLES), np.int16)
-    return Clips(root, split, labels, files, np.asarray(ids, np.int32), conv,
+    return Clips(root, split, ds.labels, files, np.asarray(ids, np.int32), conv,
                  np.asarray(conv_index, np.int32), skipped)
 
 
@@ -137,7 +134,9 @@ def _decoded(clips: Clips):
         return tf.cond(row >= 0, lambda: tf.gather(converted, tf.maximum(row, 0)),
                        lambda: from_file(path)), label
 
-    ds = tf.data.Dataset.from_tensor_slices((paths, clips.label_ids, clips.converted_index))
+    # typed: an empty split's path list would otherwise become a float tensor
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string, [len(paths)]),
+                                             clips.label_ids, clips.converted_index))
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -149,11 +148,11 @@ def _cache(ds, cache, clips: Clips, sample_rate: int):
         return ds
     folder = Path(cache)
     folder.mkdir(parents=True, exist_ok=True)
+    from .cache import hash_clips
+
     # The name covers what was decoded, so an edited dataset never reads a stale cache.
-    h = hashlib.sha256(f"v1|{clips.root.resolve()}|{clips.split}|{sample_rate}".encode())
-    for rel in clips.files:
-        st = (clips.root / rel).stat()
-        h.update(f"|{rel}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h = hashlib.sha256(f"v2|{clips.root.resolve()}|{clips.split}|{sample_rate}\n".encode())
+    hash_clips(h, clips.root, clips.files)
     prefix = folder / f"{clips.split}-{sample_rate}-{h.hexdigest()[:16]}"
     if not Path(f"{prefix}.index").exists():
         # An interrupted first pass leaves a lockfile that makes TensorFlow refuse the prefix.
@@ -242,14 +241,7 @@ def load_arrays(root, split, sample_rate: int = SAMPLE_RATE, on_error: str = "ra
 # ------------------------------------------------------------------------ augmentation
 @functools.lru_cache(maxsize=4)
 def _noise(root: str, sample_rate: int) -> tuple:
-    folder = Path(root) / "_background_noise_"
-    files = sorted(folder.glob("*.wav")) if folder.is_dir() else []
-    out = []
-    for f in files:
-        x, rate = read_wav(f)
-        check_rate(rate, f)
-        out.append(resample(x, rate, sample_rate))
-    return tuple(out)
+    return tuple(read_audio(f, sample_rate) for f in noise_files(root))
 
 
 def augment_dataset(ds, root, sample_rate: int = SAMPLE_RATE, seed: int = 0,
@@ -327,8 +319,13 @@ def stream_batches(source, order, batch_size: int, sample_rate: int, shard=(0, 1
 
     order = np.asarray(order, np.int64)
     labels = np.asarray(source.labels, np.int32)
-    probe = read_rows(source, order[:1]) if len(order) else read_rows(source, [0])
-    dtype, width = probe.dtype, int(probe.shape[1])
+    if len(labels):
+        probe = read_rows(source, order[:1]) if len(order) else read_rows(source, [0])
+        dtype, width = probe.dtype, int(probe.shape[1])
+    elif hasattr(source, "read"):  # an empty split of the decoded cache: int16 rows at 16 kHz
+        dtype, width = np.dtype(np.int16), CLIP_SAMPLES
+    else:
+        dtype, width = source.audio.dtype, int(source.audio.shape[1])
     index, count = int(shard[0]), int(shard[1])
     steps = -(-len(order) // int(batch_size))
 

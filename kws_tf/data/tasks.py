@@ -24,7 +24,6 @@ import functools
 import math
 import os
 import zlib
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -71,19 +70,11 @@ def count_for(percentage: float, n_words: int) -> int:
 @functools.lru_cache(maxsize=4)
 def background_noise(root: str) -> tuple:
     """The ``_background_noise_`` recordings of ``root`` as int16 at 16 kHz (at least 1 s each)."""
-    from .audio import check_rate, read_wav, resample
+    from .audio import read_audio, to_int16
+    from .splits import noise_files
 
-    folder = Path(root) / "_background_noise_"
-    out = []
-    for f in sorted(folder.glob("*.wav")) if folder.is_dir() else []:
-        x, rate = read_wav(f)
-        if rate != SAMPLE_RATE:
-            check_rate(rate, f)
-            x = resample(x, rate, SAMPLE_RATE)
-        if len(x) >= CLIP_SAMPLES:
-            out.append(np.clip(np.round(np.asarray(x, np.float64) * 32768.0), -32768, 32767)
-                       .astype(np.int16))
-    return tuple(out)
+    recordings = (read_audio(f) for f in noise_files(root))
+    return tuple(to_int16(x) for x in recordings if len(x) >= CLIP_SAMPLES)
 
 
 def silence_clips(noise: Sequence[np.ndarray], key: Sequence[int], indices) -> np.ndarray:
