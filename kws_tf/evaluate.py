@@ -21,15 +21,19 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from . import artifacts, reports
-    from .data import resolve_data
-    from .training import classification_metrics, load_training_data, predict_scores
+    from .data import open_decoded, resolve_data
+    from .metrics import classification_metrics, predict_scores
 
     model, info = artifacts.load_model(args.model, compile=False)
     root = resolve_data(args.data)
-    # Decode the data at the model's own rate (8 kHz models get the study's resampler).
-    data = load_training_data(root, info["sample_rate"], splits=(args.split,),
-                              on_error=args.on_error, cache_dir=args.cache_dir)
+    # Only the split scored needs clips: a folder of test recordings alone is enough.  Batches
+    # are resampled to the model's own rate as they are read (8 kHz: the study's resampler).
+    data = open_decoded(root, cache_dir=args.cache_dir, on_error=args.on_error,
+                        needs=(args.split,), purpose=f"evaluate --split {args.split}")
     split, y, kinds = task_view(data, args.split, info["labels"], args.all_unknown)
+    note = unscored_labels(data, args.split, info["labels"], y)
+    if note:
+        print(note, file=sys.stderr)
     metrics = classification_metrics(predict_scores(model, split, args.batch_size), y,
                                      info["labels"])
     print(reports.per_class_table(metrics))
@@ -65,7 +69,9 @@ def task_view(data, split_name: str, model_labels, all_unknown: bool = False):
     if SILENCE not in model_labels and UNKNOWN not in model_labels:
         missing = sorted(set(data.labels) - set(model_labels))
         if missing:
-            raise ValueError(f"the data has words the model does not know: {', '.join(missing)}")
+            raise ValueError(f"{data.root}: the data has words the model does not know: "
+                             f"{_shown(missing)} (the model's {len(model_labels)} labels have no "
+                             f"{UNKNOWN} to score them as)")
         # Map the dataset's label indices onto the model's label order by name.
         remap = np.array([model_labels.index(w) for w in data.labels], np.int64)
         y = remap[np.asarray(split.labels, np.int64)]
@@ -75,6 +81,37 @@ def task_view(data, split_name: str, model_labels, all_unknown: bool = False):
     view = task_split(split, split_name, data.labels, model_labels, data.root, per_epoch=False,
                       silence_percentage=silence, all_unknown=all_unknown)
     return view, view.labels, view.kinds
+
+
+def unscored_labels(data, split_name: str, model_labels, y) -> str:
+    """One line naming the model's labels that no clip of the split has ("" if none), and why.
+
+    A 35-word model on a folder of 12 words scores those 12 (the other labels can still be
+    predicted, so they still count as errors); a 12-label model on a folder without
+    ``_background_noise_`` has no silence clip to score.
+    """
+    import numpy as np
+
+    from .data.splits import NOISE_FOLDER
+    from .data.tasks import SILENCE, UNKNOWN
+
+    support = np.bincount(np.asarray(y, np.int64), minlength=len(model_labels))
+    empty = [w for w, n in zip(model_labels, support) if n == 0]
+    if not empty:
+        return ""
+    why = {SILENCE: f"{SILENCE} (no {NOISE_FOLDER} recording of 1 s or more)",
+           UNKNOWN: f"{UNKNOWN} (every word of the data is one of the model's)"}
+    special = [why[w] for w in empty if w in why]
+    words = [w for w in empty if w not in why]
+    parts = special + ([f"{len(words)} word(s) with no clip: {_shown(words)}"] if words else [])
+    return (f"note: {len(empty)} of the model's {len(model_labels)} labels have no clip in the "
+            f"{split_name} split of {data.root}: {'; '.join(parts)}; scoring the {int(len(y))} "
+            "clips of the others (every label can still be predicted)")
+
+
+def _shown(items, n: int = 3) -> str:
+    items = list(items)
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 if __name__ == "__main__":
