@@ -12,7 +12,8 @@ import_keras_quietly()
 from .models import build_model, count_trainable_params  # noqa: E402
 from .layers.resample import Resample  # noqa: E402
 from .variants import SAMPLE_RATES, VARIANTS, Variant, get_variant  # noqa: E402
+from .inference.streaming_model import build_streaming_model  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["build_model", "count_trainable_params", "Resample", "VARIANTS", "Variant",
-           "get_variant", "SAMPLE_RATES", "__version__"]
+__all__ = ["build_model", "build_streaming_model", "count_trainable_params", "Resample",
+           "VARIANTS", "Variant", "get_variant", "SAMPLE_RATES", "__version__"]
