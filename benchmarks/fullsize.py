@@ -209,22 +209,26 @@ def main(argv=None) -> int:
         runs[f"16k cached x{scale}"] = train_run(base / f"x{scale}", cache, base / "run", 16000,
                                                  args.steps_seconds)
         print(f"16 kHz, cached, x{scale}:", runs[f"16k cached x{scale}"])
-    rates = {}
-    for rate in (16000, 8000):
-        pipe = pipeline_rate(x1, cache, rate)
-        fitr = training_rate(x1, cache, rate, args.train_steps, base / f"fit-{rate}")
-        epoch_s = TRAIN_SPLIT_CLIPS / fitr["train_clips_per_s"] + VALIDATION_CLIPS / fitr["eval_clips_per_s"]
-        rates[rate] = {"pipeline_clips_per_s": round(pipe, 1), **fitr,
-                       "pipeline_over_training": round(pipe / fitr["train_clips_per_s"], 1),
-                       "projected_epoch_min": round(epoch_s / 60, 1)}
-        print(f"{rate} Hz:", rates[rate])
-    result["rates"] = rates
+    result["rates"] = {rate: _rates(x1, cache, rate, args.train_steps, base / f"fit-{rate}")
+                       for rate in (16000, 8000)}
     print_table(result)
     out = REPO / "benchmarks" / "results" / f"fullsize-{machine_tag(peak)}.json"
     history = json.loads(out.read_text()) if out.is_file() else []
     out.write_text(json.dumps(history + [result], indent=2) + "\n")
     print(f"\nappended to {out}")
     return 0
+
+
+def _rates(root: Path, cache: Path, rate: int, train_steps: int, output: Path) -> dict:
+    """The input pipeline's and training's clips/s at ``rate``, and the epoch they project."""
+    pipe = pipeline_rate(root, cache, rate)
+    fitr = training_rate(root, cache, rate, train_steps, output)
+    epoch_s = TRAIN_SPLIT_CLIPS / fitr["train_clips_per_s"] + VALIDATION_CLIPS / fitr["eval_clips_per_s"]
+    rates = {"pipeline_clips_per_s": round(pipe, 1), **fitr,
+             "pipeline_over_training": round(pipe / fitr["train_clips_per_s"], 1),
+             "projected_epoch_min": round(epoch_s / 60, 1)}
+    print(f"{rate} Hz:", rates)
+    return rates
 
 
 def print_table(r: dict) -> None:

@@ -93,35 +93,11 @@ def main(argv=None):
             cfg = {"variant": variant, "sample_rate": rate,
                    "input_rate": 16000 if rate != 16000 else None,
                    "batch": args.batch, "steps": args.steps}
-            trainers, samples = {}, {}
-            for name, make in columns.items():
-                try:
-                    trainers[name] = make(dict(cfg))
-                    trainers[name].run()  # warm-up (cuDNN autotune, allocator)
-                except Exception as e:  # noqa: BLE001 - report and continue
-                    samples[name] = f"failed: {type(e).__name__}: {str(e)[:150]}"
-            for _ in range(args.rounds):  # alternate columns round by round
-                for name, t in trainers.items():
-                    samples.setdefault(name, []).append(t.batch * t.steps / t.run())
-            del trainers
+            samples = _measure_cell(columns, cfg, args.rounds)
             if cuda and not args.no_tf:
                 tf_cps, err = _tf_gpu_column({**cfg, "rounds": args.rounds})
                 samples["keras-tf fp32"] = tf_cps if tf_cps else f"skipped: {err}"
-            line = f"{variant}@{rate // 1000}kHz:"
-            for name, s in samples.items():
-                row = {"variant": variant, "sample_rate": rate, "column": name,
-                       "batch": args.batch, "device": dev_name}
-                if isinstance(s, str):
-                    row["error"] = s
-                    line += f"  {name}: {s}"
-                else:
-                    cps = statistics.median(s)
-                    row.update(clips_per_s=round(cps, 1),
-                               rounds=[round(v, 1) for v in s],
-                               epoch_s=round(common.TRAIN_SPLIT_CLIPS / cps, 1))
-                    line += f"  {name}: {cps:.0f}/s ({row['epoch_s']:.0f} s/epoch)"
-                rows.append(row)
-            print(line, flush=True)
+            rows += _cell_rows(variant, rate, samples, args.batch, dev_name)
     print(f"(study: gru1@16kHz ~{STUDY_GPU_CLIPS_PER_S:.0f} clips/s, "
           f"{common.TRAIN_SPLIT_CLIPS / STUDY_GPU_CLIPS_PER_S:.0f} s/epoch on a Colab GPU)")
     result = {"device": dev_name, "cuda": cuda, "torch": torch.__version__,
@@ -130,6 +106,41 @@ def main(argv=None):
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _measure_cell(columns: dict, cfg: dict, rounds: int) -> dict:
+    """Clips/s of each column, ``rounds`` times, alternating columns round by round (or why a
+    column failed)."""
+    trainers, samples = {}, {}
+    for name, make in columns.items():
+        try:
+            trainers[name] = make(dict(cfg))
+            trainers[name].run()  # warm-up (cuDNN autotune, allocator)
+        except Exception as e:  # noqa: BLE001 - report and continue
+            samples[name] = f"failed: {type(e).__name__}: {str(e)[:150]}"
+    for _ in range(rounds):
+        for name, t in trainers.items():
+            samples.setdefault(name, []).append(t.batch * t.steps / t.run())
+    return samples
+
+
+def _cell_rows(variant: str, rate: int, samples: dict, batch: int, dev_name: str) -> list:
+    """One result row per column, printed as one line for the cell."""
+    rows, line = [], f"{variant}@{rate // 1000}kHz:"
+    for name, s in samples.items():
+        row = {"variant": variant, "sample_rate": rate, "column": name, "batch": batch,
+               "device": dev_name}
+        if isinstance(s, str):
+            row["error"] = s
+            line += f"  {name}: {s}"
+        else:
+            cps = statistics.median(s)
+            row.update(clips_per_s=round(cps, 1), rounds=[round(v, 1) for v in s],
+                       epoch_s=round(common.TRAIN_SPLIT_CLIPS / cps, 1))
+            line += f"  {name}: {cps:.0f}/s ({row['epoch_s']:.0f} s/epoch)"
+        rows.append(row)
+    print(line, flush=True)
+    return rows
 
 
 if __name__ == "__main__":

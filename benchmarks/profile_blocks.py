@@ -62,7 +62,6 @@ def main(argv=None):
     import tensorflow as tf
 
     from benchmarks.common import cpu_peak
-    from kws_tf.layers.fused import ConvBatchNorm1D
     from kws_tf.models import build_model
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.mixed_precision
@@ -76,29 +75,13 @@ def main(argv=None):
           f"{'no XLA' if args.no_jit else 'XLA'}, reuse_cpu_memory={args.reuse_cpu_memory}, "
           f"{'bfloat16' if args.mixed_precision else 'float32'}")
     model = build_model(args.variant, args.sample_rate, fast=not args.plain)
-    n_blocks = sum(1 for layer in model.layers if layer.name.endswith("_relu"))
-    if any(isinstance(layer, ConvBatchNorm1D) for layer in model.layers):  # folded block 1
-        cuts = [("block1 (one layer)", "block1_relu")]
-    else:
-        cuts = [("block1 conv", "block1_conv"), ("block1 BatchNorm", "block1_bn"),
-                ("block1 pool+ReLU", "block1_relu")]
-    cuts += [(f"block{i}", f"block{i}_relu") for i in range(2, n_blocks + 1)]
-    cuts += [("GRU + classifier", model.layers[-1].name)]
-
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(-1, 1, (args.batch, args.sample_rate)).astype("float32"))
     rows, previous = [], 0.0
-    for label, layer_name in cuts:
+    for label, layer_name in _cuts(model):
         step = make_step(keras.Model(model.input, model.get_layer(layer_name).output),
                          jit=not args.no_jit, batch=args.batch)
-        for _ in range(2):  # compile, then one warm step
-            [g.numpy() for g in step(x)]
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            [g.numpy() for g in step(x)]
-            times.append(time.perf_counter() - t0)
-        total = statistics.median(times)
+        total = _median_seconds(step, x, args.repeats)
         rows.append((label, total, total - previous))
         print(f"  up to {label:<18} {total * 1000:8.0f} ms  "
               f"(this stage {(total - previous) * 1000:6.0f} ms)", flush=True)
@@ -110,6 +93,31 @@ def main(argv=None):
     print(f"{'total (fwd + grads)':<20}{full * 1000:12.0f}   = {args.batch / full:.1f} clips/s "
           f"before the optimizer update")
     return rows
+
+
+def _cuts(model) -> list:
+    """(stage label, the layer it ends at), in order: the whole model in growing prefixes."""
+    from kws_tf.layers.fused import ConvBatchNorm1D
+
+    n_blocks = sum(1 for layer in model.layers if layer.name.endswith("_relu"))
+    if any(isinstance(layer, ConvBatchNorm1D) for layer in model.layers):  # folded block 1
+        cuts = [("block1 (one layer)", "block1_relu")]
+    else:
+        cuts = [("block1 conv", "block1_conv"), ("block1 BatchNorm", "block1_bn"),
+                ("block1 pool+ReLU", "block1_relu")]
+    cuts += [(f"block{i}", f"block{i}_relu") for i in range(2, n_blocks + 1)]
+    return cuts + [("GRU + classifier", model.layers[-1].name)]
+
+
+def _median_seconds(step, x, repeats: int) -> float:
+    for _ in range(2):  # compile, then one warm step
+        [g.numpy() for g in step(x)]
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        [g.numpy() for g in step(x)]
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 if __name__ == "__main__":
