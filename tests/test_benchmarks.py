@@ -330,7 +330,7 @@ class _ToneScorer:
         return p
 
 
-def test_streaming_command_scores_chooses_and_replots(tiny_root, tmp_path, monkeypatch, capsys):
+def test_streaming_command_scores_chooses_and_replots(tiny_root, tmp_path, monkeypatch):
     from benchmarks import streaming
     from kws_tf.inference import scorers
 

@@ -128,7 +128,6 @@ def test_leaderboard_of_a_finished_search_ranks_and_renders(tmp_path):
     assert "| 1 | 1 | gru2@8k |" in md and "| FAILED |" in md
 
 
-@pytest.mark.slow
 def test_study_variants_are_the_first_trials(tmp_path, tiny_trials):
     search = tune.Search(max_trials=9, study_rates=(16000, 8000), directory=str(tmp_path))
     points = dict(tune.study_points([16000, 8000]))

@@ -18,4 +18,4 @@ __all__ = ["BayesianOracle", "DataSource", "HP_COLUMNS", "HyperbandOracle", "Kws
            "declare", "export_best", "hold_lock", "leaderboard", "main", "make_oracle",
            "make_tuner", "parse_args", "plot_search", "point_values", "render_leaderboard",
            "role", "search_from_args", "study_point", "study_points", "trial_metrics",
-           "variant_from_values", "which_study_variant"]
+           "variant_from_values", "which_study_variant", "write_reports"]
