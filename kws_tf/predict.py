@@ -12,6 +12,11 @@ whose average passes ``--threshold``, once: the same word again, or any word wit
 ``--suppression`` seconds of the previous detection, is not reported (TensorFlow's
 speech_commands ``RecognizeCommands``).  Labels starting with ``_`` (``_silence_``,
 ``_unknown_``) are never reported.
+
+A streaming model (``model_stream.keras``, ``model_stream_*.tflite``), or a window
+``model.keras`` with ``--packets``, is run packet by packet instead (``kws_tf.listen``'s
+path): the windows are those that end at packet boundaries, ``--hop`` is rounded to a whole
+number of the model's strides (and says so), and the scores are exactly the window model's.
 """
 from __future__ import annotations
 
@@ -116,7 +121,8 @@ def main(argv=None) -> int:
     s = p.add_argument_group("streaming (one long recording)")
     s.add_argument("--stream", action="store_true", help="detect keywords in one long WAV file")
     s.add_argument("--window", type=float, default=1.0, help="window length in seconds (default 1.0)")
-    s.add_argument("--hop", type=float, default=0.25, help="seconds between windows (default 0.25)")
+    s.add_argument("--hop", type=float, default=None,
+                   help="seconds between windows (default 0.25; a streaming model's: its packet)")
     s.add_argument("--threshold", type=float, default=DEFAULTS["threshold"],
                    help="averaged probability a word needs to be reported "
                         f"(default {DEFAULTS['threshold']})")
@@ -127,10 +133,15 @@ def main(argv=None) -> int:
                         f"(default {DEFAULTS['suppression']})")
     s.add_argument("--min-count", type=int, default=2,
                    help="windows needed in the average before anything is reported (default 2)")
+    s.add_argument("--packets", action="store_true",
+                   help="stream a window model.keras packet by packet with its exact streaming "
+                        "model (streaming models always are); --hop becomes whole strides")
     args = p.parse_args(argv)
     if args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
 
+    if args.stream and (args.packets or is_streaming_model(args.model)):
+        return stream_packets(args)
     scorer = load_scorer(args.model)
     k = min(args.top_k, len(scorer.labels))
     if not args.stream:
@@ -147,7 +158,8 @@ def main(argv=None) -> int:
     recognizer = RecognizeCommands(scorer.labels, args.average, args.threshold, args.suppression,
                                    args.min_count)
     audio = read_audio(path, scorer.sample_rate)
-    detections = stream(scorer, audio, args.window, args.hop, recognizer)
+    detections = stream(scorer, audio, args.window, 0.25 if args.hop is None else args.hop,
+                        recognizer)
     for d in detections:
         if args.json:
             print(json.dumps({"file": str(path), **dataclasses.asdict(d)}), flush=True)
@@ -155,6 +167,58 @@ def main(argv=None) -> int:
             print(f"{d.start:8.2f}s  {d.label:<10s} {d.score:.3f}  (detected at {d.time:.2f}s)")
     if not args.json:
         print(f"{len(detections)} keyword(s) in {len(audio) / scorer.sample_rate:.2f} s of {path}",
+              file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- packets
+def is_streaming_model(path) -> bool:
+    """A model_stream.keras or a streaming .tflite (audio and state_* inputs)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    if path.suffix == ".keras":
+        from .artifacts import read_model_info
+
+        return bool(read_model_info(path).get("streaming"))
+    if path.suffix == ".tflite":
+        from .inference.packets import TFLiteStep
+
+        try:
+            TFLiteStep(path)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def stream_packets(args) -> int:
+    """--stream through a streaming model, one packet at a time (kws_tf.listen's path)."""
+    from .inference.packets import StreamingRunner, wav_packets
+
+    if len(args.inputs) != 1 or Path(args.inputs[0]).is_dir():
+        raise ValueError("--stream takes exactly one WAV file")
+    if args.window != 1.0:
+        raise ValueError("a streaming model scores 1 s windows: --window must be 1.0")
+    path = args.inputs[0]
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    note = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    hop = 0.25 if args.packets and args.hop is None else args.hop  # the window path's default
+    recognizer_args = (args.average, args.threshold, args.suppression, args.min_count)
+    RecognizeCommands(["x"], *recognizer_args)  # bad settings fail before the model loads
+    runner = StreamingRunner.load(args.model, hop, note=note)
+    recognizer = RecognizeCommands(runner.labels, *recognizer_args)
+    found = 0
+    for d in runner.detections(wav_packets(path, runner.hop, note), recognizer):
+        found += 1
+        if args.json:
+            print(json.dumps({"file": str(path), **dataclasses.asdict(d)}), flush=True)
+        else:
+            print(f"{d.start:8.2f}s  {d.label:<10s} {d.score:.3f}  (detected at {d.time:.2f}s)",
+                  flush=True)
+    if not args.json:
+        print(f"{found} keyword(s) in {runner.packets * runner.hop_seconds:.2f} s of {path}",
               file=sys.stderr)
     return 0
 

@@ -1,0 +1,217 @@
+"""kws_tf.listen and predict --stream's packet path: the StreamingRunner's detections equal the
+window path's on the same windows, the command line prints them as they are made (WAV, raw
+PCM on stdin, a saved streaming model), and each odd input gets one clear line.
+
+The model is an untrained one with a sharpened classifier, on real speech, so it makes
+detections; what is asserted is that the two paths agree, never what the words are.
+"""
+import io
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import write_wav
+from kws_tf import artifacts, cli
+from kws_tf.inference import streaming_model
+from kws_tf.inference.packets import (StreamingRunner, StreamResampler, pcm_packets,
+                                      wav_packets)
+from kws_tf.inference.scorers import softmax
+from kws_tf.inference.streaming import RecognizeCommands
+from kws_tf.layers.resample import Resample
+from kws_tf.listen import main as listen
+from kws_tf.models import build_model
+
+LABELS = ["yes", "no", "up", "down"]
+SETTINGS = dict(threshold=0.6, average_window=0.5, suppression=0.75)
+FLAGS = ["--threshold", "0.6", "--average", "0.5", "--suppression", "0.75"]
+
+
+@pytest.fixture(scope="module")
+def speech(subset_root):
+    """8 s of real speech at 16 kHz (8 clips end to end), as stored 16-bit samples."""
+    from kws_tf.data import read_wav
+    from kws_tf.data.audio import fix_length
+
+    words = ["yes", "no", "up", "down", "left", "right", "on", "off"]
+    clips = [fix_length(read_wav(sorted((subset_root / w).glob("*.wav"))[1])[0], 16000)
+             for w in words]
+    return np.round(np.concatenate(clips) * 32767).astype(np.int16)
+
+
+def _model(rate, seed=0):
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = build_model("gru4", rate, len(LABELS))
+    for layer in model.layers:
+        if layer.name.endswith("_bn"):
+            c = layer.moving_mean.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2.0, c), rng.normal(0, 0.3, c),
+                               rng.normal(0, 0.05, c), rng.uniform(0.02, 0.2, c)])
+        elif layer.name == "classifier":
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel * 6, bias])
+    return model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, speech):
+    folder = tmp_path_factory.mktemp("listen")
+    paths = {"wav": write_wav(folder / "speech.wav", speech / 32767.0) or folder / "speech.wav"}
+    for rate in (16000, 8000):
+        paths[rate] = artifacts.save_model(_model(rate), folder / f"model_{rate}.keras", LABELS)
+    return paths
+
+
+def _window_path(model, audio16, hop16, delay, rate):
+    """The window model on the windows that end at the packet ends, zeros before."""
+    lead = 2 * 16000
+    signal = np.concatenate([np.zeros(lead, np.float32), audio16])
+    if rate != 16000:
+        signal = np.asarray(Resample(16000, rate)(signal[None]))[0]
+    per = rate / 16000
+    ends = [int(round((lead + k * hop16) * per)) - delay for k in range(1, len(audio16) // hop16 + 1)]
+    probs = softmax(model.predict_on_batch(np.stack([signal[e - rate:e] for e in ends])))
+    recognizer = RecognizeCommands(LABELS, **SETTINGS)
+    out = []
+    for k, p in enumerate(probs, start=1):
+        end = k * hop16 / 16000 - delay / rate
+        d = recognizer.process(max(end - 1.0, 0.0), end, p)
+        if d is not None:
+            out.append(d)
+    return out
+
+
+@pytest.mark.parametrize("rate", [16000, 8000])
+def test_streaming_detections_equal_the_window_path(files, speech, rate):
+    model, _ = artifacts.load_model(files[rate], compile=False)
+    notes = []
+    runner = StreamingRunner.from_window_model(model, LABELS, hop=0.25, note=notes.append)
+    assert notes and notes[0].startswith("note: --hop 0.25 s rounded to")
+    got = list(runner.detections(wav_packets(files["wav"], runner.hop),
+                                 RecognizeCommands(LABELS, **SETTINGS)))
+    want = _window_path(model, speech / np.float32(32768.0), runner.hop,
+                        runner.info["delay"], rate)
+    assert len(want) >= 2  # the comparison says something
+    assert [d.label for d in got] == [d.label for d in want]
+    np.testing.assert_allclose([(d.start, d.time) for d in got], [(d.start, d.time) for d in want],
+                               atol=1e-9)
+    assert [d.score for d in got] == pytest.approx([d.score for d in want], abs=1e-5)
+
+
+def test_listen_wav_stdin_json_and_saved_streaming_model(files, speech, tmp_path):
+    out, err = io.StringIO(), io.StringIO()
+    assert listen([str(files[8000]), str(files["wav"]), *FLAGS], stdout=out, stderr=err) == 0
+    lines = out.getvalue().splitlines()
+    assert "is a window model: streaming it exactly in 96 ms packets" in err.getvalue()
+    assert err.getvalue().strip().splitlines()[-1].endswith(f"s of {files['wav']}")
+    model, _ = artifacts.load_model(files[8000], compile=False)
+    runner = StreamingRunner.from_window_model(model, LABELS)
+    expect = list(runner.detections(wav_packets(files["wav"], runner.hop),
+                                    RecognizeCommands(LABELS, **SETTINGS)))
+    assert len(lines) == len(expect) >= 1
+    assert [line.split()[1] for line in lines] == [d.label for d in expect]
+
+    # raw PCM on stdin: the same samples, the same detections, one JSON object per line
+    out = io.StringIO()
+    assert listen([str(files[8000]), "-", "--json", *FLAGS], stdin=io.BytesIO(speech.tobytes()),
+                  stdout=out, stderr=io.StringIO()) == 0
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert all(set(r) == {"label", "score", "time"} for r in rows)
+    assert [r["label"] for r in rows] == [d.label for d in expect]
+    assert [r["time"] for r in rows] == pytest.approx([d.time for d in expect])
+
+    # a saved model_stream.keras gives the same
+    stream = streaming_model.build_streaming_model(model)
+    saved = streaming_model.save(stream, tmp_path / "model_stream.keras", LABELS)
+    out = io.StringIO()
+    assert listen([str(saved), str(files["wav"]), "--json", *FLAGS], stdout=out,
+                  stderr=io.StringIO()) == 0
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == rows
+
+
+def test_listen_one_line_for_each_odd_input(files, speech, tmp_path, capsys):
+    model16 = str(files[16000])
+    # input ending mid-packet, on stdin with half a sample too
+    err = io.StringIO()
+    raw = speech[:768 * 3 + 100].tobytes() + b"\x01"
+    assert listen([model16, "-"], stdin=io.BytesIO(raw), stdout=io.StringIO(), stderr=err) == 0
+    assert ("note: the input ended mid-packet: its last 100 samples and half a sample (6.2 ms of "
+            "a 48 ms packet) are not scored") in err.getvalue()
+    # a WAV at another rate is resampled as it is read, to the samples Resample gives
+    x = speech[:32000] / np.float32(32768.0)
+    path44 = tmp_path / "speech44k.wav"
+    write_wav(path44, np.asarray(Resample(16000, 44100)(x[None]))[0], rate=44100)
+    notes = []
+    packets = np.concatenate(list(wav_packets(path44, 768, notes.append, frames_per_read=1000)))
+    assert notes[0] == f"note: {path44} is 44100 Hz: resampled to 16000 Hz as it is read"
+    from kws_tf.data import read_wav
+
+    whole = np.asarray(Resample(44100, 16000)(read_wav(path44)[0][None]))[0]
+    np.testing.assert_allclose(packets, whole[:len(packets)], atol=1e-5)
+    # a closed output pipe: one line, exit 0, nothing raised
+
+    class Closed(io.StringIO):
+        def write(self, s):
+            raise BrokenPipeError
+
+    err = io.StringIO()
+    assert listen([model16, str(files["wav"]), "--threshold", "0.3"], stdout=Closed(),
+                  stderr=err) == 0
+    assert "listen: the output was closed; stopped after" in err.getvalue()
+    # not a streaming model, not a model, no input: one error line each, exit 2
+    folder = tmp_path / "savedmodel"
+    folder.mkdir()
+    fake = tmp_path / "model_float32.tflite"
+    fake.write_bytes(b"not a flatbuffer")
+    for argv, says in [([str(folder), str(files["wav"])], "is a SavedModel (a window model)"),
+                       ([str(fake), str(files["wav"])], "cannot load as a TFLite streaming model"),
+                       ([model16, str(tmp_path / "none.wav")], "none.wav: no such file"),
+                       ([str(tmp_path / "none.keras"), "-"], "no model at")]:
+        assert cli.run(listen, argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines[-1].startswith("error: ") and says in lines[-1], (argv, lines)
+
+
+def test_stream_resampler_matches_resample_in_any_pieces():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.3, 5000).astype(np.float32)
+    for orig, new in ((44100, 16000), (8000, 16000), (48000, 16000)):
+        r = StreamResampler(orig, new)
+        cuts = np.sort(rng.integers(0, len(x), 7))
+        pieces = np.split(x, cuts)
+        y = np.concatenate([r(p, last=i == len(pieces) - 1) for i, p in enumerate(pieces)])
+        np.testing.assert_allclose(y, np.asarray(Resample(orig, new)(x[None]))[0], atol=1e-5)
+
+
+def test_pcm_packets_never_read_ahead():
+    class Source(io.BytesIO):
+        reads = []
+
+        def read(self, n=-1):
+            self.reads.append(n)
+            return super().read(n)
+
+    source = Source(np.arange(1000, dtype="<i2").tobytes())
+    packets = pcm_packets(source, 100)
+    first = next(packets)
+    assert source.reads == [200] and first[1] == np.float32(1 / 32768)
+    assert len(list(packets)) == 9
+
+
+def test_predict_stream_packets(files, capsys):
+    from kws_tf.predict import main as predict
+
+    argv = [str(files[16000]), str(files["wav"]), "--stream", "--packets", "--json", *FLAGS]
+    assert predict(argv + ["--hop", "0.1"]) == 0
+    captured = capsys.readouterr()
+    assert "note: --hop 0.1 s rounded to 0.096 s (2 x the model's 48 ms stride)" in captured.err
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert listen([str(files[16000]), str(files["wav"]), "--json", "--hop", "0.096", *FLAGS]) == 0
+    heard = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in rows] == [r["label"] for r in heard]
+    assert [r["time"] for r in rows] == pytest.approx([r["time"] for r in heard], abs=1e-6)
+    assert all(r["file"] == str(files["wav"]) for r in rows)
+    assert cli.run(predict, argv + ["--window", "0.8"]) == 2
+    assert "--window must be 1.0" in capsys.readouterr().err
