@@ -10,6 +10,7 @@ is a real bound: the same windows one sample off differ by far more).
 """
 import math
 
+import keras
 import numpy as np
 import pytest
 
@@ -44,6 +45,7 @@ def recording(subset_root):
 
 def _model(variant, rate, seed=0):
     """An untrained window model whose BatchNorm does something (see the module docstring)."""
+    keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     model = build_model(variant, rate, CLASSES)
     for layer in model.layers:
@@ -208,3 +210,39 @@ def test_save_and_load_keep_the_function(tmp_path):
     a, b = stream.predict_on_batch(feed), loaded.predict_on_batch(feed)
     for name in a:
         np.testing.assert_allclose(a[name], b[name], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_streaming_model_exact_under_the_torch_backend():
+    """keras.ops only: the same builder and the same exactness on PyTorch (in a subprocess,
+    as the backend is fixed at import)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    code = """if True:
+        import sys; sys.path.insert(0, "tests")
+        import keras, numpy as np
+        assert keras.backend.backend() == "torch"
+        from test_streaming_model import _model, _run, _reference, _windows
+        from kws_tf import build_streaming_model
+        from kws_tf.inference.streaming_model import streaming_info
+        from kws_tf.inference.scorers import softmax
+        audio = np.random.default_rng(0).normal(0, 0.1, 16000 * 2).astype("f")
+        for variant, rate, hop in (("gru4", 8000, 1), ("gru6", 16000, 3)):
+            model = _model(variant, rate)
+            stream = build_streaming_model(model, hop)
+            info = streaming_info(stream)
+            got = _run(stream, audio, [0], 10)[0]
+            signal, offset = _reference(model, audio, info)
+            want = model.predict_on_batch(_windows(signal, offset, info, range(1, 11)))
+            err = np.abs(got - softmax(keras.ops.convert_to_numpy(want))).max()
+            assert err <= 1e-5, (variant, rate, err)
+        print("ok")
+    """
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
