@@ -94,7 +94,8 @@ def build_recordings(clips: np.ndarray, words: Sequence[str], commands: Sequence
 def load_split_clips(root, split: str, cache_dir=None):
     from kws_tf.data.cache import open_decoded
 
-    decoded = open_decoded(root, cache_dir=cache_dir, verbose=False)
+    decoded = open_decoded(root, cache_dir=cache_dir, verbose=False, needs=(split,),
+                           purpose="the streaming benchmark")
     s = decoded[split]
     clips = s.read(np.arange(len(s)))
     return clips, [decoded.labels[i] for i in s.labels]

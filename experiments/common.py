@@ -105,6 +105,15 @@ def data_root(data, load_data=None):
     return resolve_data(data)
 
 
+def require_training_data(data, load_data=None) -> None:
+    """Fail in one line, before any output folder or lock exists, if --data has no training or
+    validation clips (a swapped-in loader is the caller's to check)."""
+    if load_data is None:
+        from kws_tf.data import require_splits
+
+        require_splits(data_root(data))
+
+
 def prepare(args) -> None:
     """Before TensorFlow allocates or runs anything: the process-wide settings of the flags."""
     prepare_process(args.reuse_cpu_memory, args.mixed_precision)

@@ -342,6 +342,7 @@ def main(argv=None, load_data=None) -> int:
     from kws_tf.training import check_output_dir
 
     common.prepare(args)
+    common.require_training_data(args.data, load_data)
     output = Path(args.output)
     check_output_dir(output)
     with hold_lock(output):  # released when this run ends, however it ends

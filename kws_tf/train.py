@@ -49,13 +49,14 @@ def main(argv=None) -> int:
     variant = get_variant(args.variant)  # fail fast, before TensorFlow loads data
     prepare_process(args.reuse_cpu_memory, args.mixed_precision)  # before TensorFlow runs anything
     make_strategy(args.strategy)  # multiworker: before TensorFlow runs anything
-    from .data import resolve_data
+    from .data import require_splits, resolve_data
     from .training import check_output_dir, default_output, fit, load_training_data
     from pathlib import Path
 
     output = Path(args.output) if args.output else default_output(variant.name, args.sample_rate)
-    check_output_dir(output)
     root = resolve_data(args.data)
+    require_splits(root)  # before the run folder exists: a bad folder leaves nothing behind
+    check_output_dir(output)
     print(f"Data: {root}")
     config = fit_config_from_args(args, sample_rate=args.sample_rate,
                                   max_steps_per_epoch=args.max_steps_per_epoch,

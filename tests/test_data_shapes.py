@@ -389,3 +389,61 @@ def test_commands_on_a_test_only_folder_of_real_clips(subset_root, tmp_path, mod
     assert p.stderr.strip().splitlines()[-1] == (
         f"error: {root}: the training split is empty: every clip is named in validation_list.txt "
         "or testing_list.txt; training needs one")
+
+
+# ------------------------------------------- what the commands that train or export check
+def test_train_on_a_folder_without_validation_clips_leaves_no_run_folder(tmp_path, capsys):
+    from kws_tf import train
+
+    clips = clips_of(["yes", "no"])
+    root = make_folder(tmp_path / "d", clips, validation=[], testing=clips[:2])
+    run = tmp_path / "run"
+    code, _, err = run_cli(train.main, ["gru1", "--data", str(root), "--output", str(run),
+                                        "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert code == 2 and "the validation split is empty: validation_list.txt is empty" in \
+        one_error_line(err)
+    assert not run.exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("experiment", ["reproduce", "tune"])
+def test_experiments_refuse_a_test_only_folder_before_writing_anything(tmp_path, capsys,
+                                                                      experiment):
+    from experiments import reproduce
+    from experiments.tune import cli as tune_cli
+
+    clips = clips_of(["yes", "no"])
+    root = make_folder(tmp_path / "d", clips, validation=[], testing=clips)
+    out = tmp_path / "out"
+    main, argv = ((reproduce.main, ["--data", str(root), "--output", str(out)])
+                  if experiment == "reproduce" else
+                  (tune_cli.main, ["--data", str(root), "--directory", str(out)]))
+    code, _, err = run_cli(main, argv, capsys)
+    assert code == 2 and "the training split is empty" in one_error_line(err)
+    assert not out.exists()
+
+
+def test_export_reads_only_the_splits_it_needs(tmp_path):
+    from kws_tf.export import load_export_data
+
+    clips = clips_of(["yes", "no"])
+    root = make_folder(tmp_path / "d", clips, validation=clips[:2], testing=None)
+    data = load_export_data(root, ["no", "yes"], 8000, "validation", cache_dir=tmp_path / "c")
+    assert data.audio.shape == (2, 8000) and len(data.calibration) == 4
+    with pytest.raises(DataError) as e:
+        load_export_data(root, ["no", "yes"], 8000, "testing", cache_dir=tmp_path / "c")
+    assert str(e.value) == (f"{root}: the testing split is empty: there is no testing_list.txt; "
+                            "export needs one")
+
+
+def test_fit_on_a_folder_without_a_testing_list_reports_no_test_figures(tmp_path):
+    from kws_tf.training import FitConfig, fit, load_training_data
+
+    clips = clips_of(["yes", "no"], n=4)
+    root = make_folder(tmp_path / "d", clips, validation=clips[::4], testing=None)
+    data = load_training_data(root, 8000, cache_dir=tmp_path / "cache", verbose=False)
+    run = fit(tiny_variant(), data, FitConfig(sample_rate=8000, epochs=1, batch_size=3, verbose=0,
+                                              jit_compile=False), output=tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "validation" in metrics and "testing" not in metrics and "testing" not in run.metrics
+    assert (tmp_path / "run" / "model.keras").is_file()
+    assert not (tmp_path / "run" / "confusion_matrix.png").exists()

@@ -92,6 +92,7 @@ def main(argv=None, load_data=None) -> int:
     """``load_data(root, rate) -> TrainingData`` can be swapped (tests use in-memory data)."""
     args = parse_args(argv)
     common.prepare(args)
+    common.require_training_data(args.data, load_data)
     search, who = search_from_args(args), role()
     # The process that holds the oracle: one per search (released when the search ends).
     lock = hold_lock(search.project) if who != "worker" else contextlib.nullcontext()

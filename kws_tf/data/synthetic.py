@@ -29,7 +29,7 @@ WORDS = ("backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "foll
          "one", "right", "seven", "sheila", "six", "stop", "three", "tree", "two", "up", "visual",
          "wow", "yes", "zero")
 # 80 speakers: 64 train, 8 validate, 8 test (2,800 clips, 90 MB, built in ~15 s).  What
-# `--data synthetic` trains with on it: kws_tf.embedded.SYNTHETIC_RECIPE.
+# `--data synthetic` trains with on it: kws_tf.training.synthetic_recipe.SYNTHETIC_RECIPE.
 DEFAULTS = {"words": WORDS, "clips_per_word": 80, "seed": 0}
 GENERATOR_VERSION = 2  # bump when the output for the same arguments changes
 # eSpeak NG's English accents: US, British, Scottish, RP, Caribbean, New York, Lancaster,

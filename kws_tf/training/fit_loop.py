@@ -296,7 +296,7 @@ def _finish(job: FitJob, model, state: dict) -> Run:
     scorer = plain if is_multiworker(job.strategy) else model
     metrics = {"best_epoch": state["best_epoch"], "epochs_run": len(state["history"])}
     for split in ("validation", "testing"):
-        if split in data.splits:
+        if split in data.splits and len(data[split].labels):  # a folder may have no test list
             metrics[split] = evaluate_arrays(scorer, data[split], data.labels)
     clips = job.n_train * len(state["history"])
     metrics.update(train_seconds=round(state["train_seconds"], 2),
