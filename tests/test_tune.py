@@ -319,3 +319,14 @@ def test_words_searches_the_12_label_task(tmp_path, tiny_root):
     assert (config["words"], config["unknown_percentage"]) == (["yes", "down"], 20.0)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["testing"]["clips"] == 6 + 2 + 1  # ceil(20 % of 6) unknown, 1 silence
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["experiments/tune.py", "experiments/reproduce.py"])
+def test_the_documented_script_paths_still_run_from_any_folder(tmp_path, script):
+    from conftest import REPO
+
+    p = subprocess.run([sys.executable, str(REPO / script), "--help"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "usage: python -m experiments." in p.stdout and "--data" in p.stdout
