@@ -47,6 +47,12 @@ def main(argv=None) -> int:
                    help="training clips for the int8 representative dataset")
     p.add_argument("--max-drop", type=float, default=1.0,
                    help="accuracy points a quantized model may lose before a warning (default 1)")
+    p.add_argument("--streaming", action="store_true",
+                   help="also write model_stream.keras and model_stream_<q>.tflite: the exact "
+                        "streaming model (16 kHz packets in, states as explicit inputs/outputs)")
+    p.add_argument("--hop-strides", type=int, default=None,
+                   help="streaming packet length in model strides (default: the variant's "
+                        "default hop; 1 for the four-block variants)")
     args = p.parse_args(argv)
 
     quantize = []
@@ -71,8 +77,9 @@ def main(argv=None) -> int:
     root = _data_root(args.data, model_path)
     data = load_export_data(root, info["labels"], int(info["input_rate"]), args.split,
                             args.calibration_clips, args.eval_clips, cache_dir=args.cache_dir,
-                            on_error=args.on_error)
-    card = export(model_path, args.output, formats, quantize, data, max_drop=args.max_drop)
+                            on_error=args.on_error, streaming=args.streaming)
+    card = export(model_path, args.output, formats, quantize, data, max_drop=args.max_drop,
+                  streaming=args.streaming, hop_strides=args.hop_strides)
     bad = [k for k, v in card["exports"].items() if v.get("within_tolerance") is False]
     return 1 if bad else 0
 

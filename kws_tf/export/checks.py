@@ -61,7 +61,8 @@ def checked_tflite(model, q: str, out: Path, data: ExportData, reference, accura
                      within_tolerance=bool(drop <= max_drop))
         line = f"accuracy drop vs float {drop:+.2f} points"
         if q in ("int8", "int16x8"):
-            entry.update({k: notes[k] for k in (f"{q}_mode", "float_ops", "float_ops_note")})
+            entry.update({k: notes[k] for k in (f"{q}_mode", "float_ops", "float_ops_note",
+                                                 "int8_scheme") if k in notes})
             if notes["float_ops"]:
                 line += f"; float ops kept: {notes['float_ops']}"
     with artifacts.atomic_path(out / TFLITE_FILES[q]) as tmp:

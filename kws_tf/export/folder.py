@@ -13,8 +13,12 @@ from .savedmodel import keras_probabilities
 
 def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tflite"),
            quantize: Sequence[str] = ("none", "dynamic", "int8"), data: Optional[ExportData] = None,
-           parity_clips: int = 64, max_drop: float = 1.0, log=print) -> dict:
-    """Export ``model_path`` (a model.keras) and return the model card (also written to disk)."""
+           parity_clips: int = 64, max_drop: float = 1.0, log=print, streaming: bool = False,
+           hop_strides=None) -> dict:
+    """Export ``model_path`` (a model.keras) and return the model card (also written to disk).
+
+    ``streaming`` also writes model_stream.keras and model_stream_<q>.tflite (float32 and each
+    of ``quantize``) at ``hop_strides`` (default: the variant's default hop)."""
     from .. import artifacts
 
     model_path = Path(model_path)
@@ -23,6 +27,7 @@ def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tfl
     samples = int(model.input_shape[-1])
     out = Path(output) if output else Path("saved_models") / run_name(model_path)
     formats = list(dict.fromkeys(formats))
+    stream_quantize = [q for q in dict.fromkeys(quantize) if q != "none"]
     quantize = list(dict.fromkeys(["none", *quantize])) if "tflite" in formats else []
     unknown = set(formats) - {"savedmodel", "tflite"}
     if unknown:
@@ -45,6 +50,11 @@ def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tfl
         key = "tflite_float32" if q == "none" else f"tflite_{q}"
         card["exports"][key] = checked_tflite(model, q, out, data, reference, accuracy,
                                                max_drop, log)
+    if streaming:
+        from .stream_folder import export_streaming
+
+        export_streaming(model, info, out, stream_quantize, data, card, hop_strides,
+                         parity_clips, max_drop, log)
     artifacts.make_readable(out)
     card["evaluation"] = {"split": data.split, "clips": int(len(data.labels)), "source": data.source,
                           "accuracy": {**accuracy, **{k: v[f"{data.split}_accuracy"]

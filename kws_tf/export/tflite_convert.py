@@ -14,9 +14,16 @@ TFLITE_FILES = {"none": "model_float32.tflite", "dynamic": "model_dynamic.tflite
 QUANTIZE_CHOICES = ("none", "dynamic", "int8", "int16x8")
 # "all" leaves int16x8 out: its TFLite kernels are reference ones, ~10x slower than int8.
 QUANTIZE_ALL = ("dynamic", "int8")
+# How "int8" quantizes: every op in int8, or the convolutions in int8 and the GRU in float.
+INT8_SCHEMES = {"full": "full integer (TFLITE_BUILTINS_INT8): int8 weights per channel and "
+                        "int8 activations everywhere",
+                "float_gru": "selective: convolutions int8 (weights per channel, activations "
+                             "calibrated), GRU and classifier float32"}
+INT8_SCHEME = "full"
 
 
-def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarray] = None) -> tuple:
+def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarray] = None,
+                   int8_scheme: Optional[str] = None) -> tuple:
     """``(flatbuffer bytes, notes dict)`` for ``model``: batch 1, unrolled GRU, builtins only.
 
     ``quantize``: "none" (float32), "dynamic" (int8 weights, float activations) or "int8"
@@ -31,20 +38,29 @@ def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarr
     if quantize in ("int8", "int16x8") and (calibration is None or len(calibration) == 0):
         raise ValueError(f"{quantize} quantization needs calibration clips from the training split")
     lite = inference_model(model, batch_size=1, unroll=True)
+    clips = None if calibration is None else np.asarray(calibration, np.float32)
+    representative = None if clips is None else (lambda: ([clip[None]] for clip in clips))
     with tempfile.TemporaryDirectory(prefix="kws-tflite-") as tmp:
         _write_serving_archive(lite, tmp)
-        content, notes = _convert(tmp, quantize, calibration)
+        content, notes = _convert(tmp, quantize, representative, int8_scheme=int8_scheme)
     notes["ops"] = tflite.check_builtin_only(content, f"the {quantize} TFLite model")
-    if quantize in ("int8", "int16x8"):
-        floats = tflite.float_ops(content)
-        notes["float_ops"] = floats
-        notes["float_ops_note"] = (
-            f"none: every op runs in {quantize} (QUANTIZE/DEQUANTIZE only convert the float32 input "
-            "and output)" if not floats else
-            f"{sum(floats.values())} op(s) stay float32 ({', '.join(floats)}): the converter "
-            "has no integer kernel or calibration range for them; they run as float between "
-            "DEQUANTIZE/QUANTIZE pairs")
+    notes.update(_quantized_notes(content, quantize))
     return content, notes
+
+
+def _quantized_notes(content: bytes, quantize: str) -> dict:
+    """Which ops of a calibrated (int8/int16x8) file still compute in float32, and why."""
+    from ..inference import tflite
+
+    if quantize not in ("int8", "int16x8"):
+        return {}
+    floats = tflite.float_ops(content)
+    return {"float_ops": floats, "float_ops_note": (
+        f"none: every op runs in {quantize} (QUANTIZE/DEQUANTIZE only convert the float32 input "
+        "and output)" if not floats else
+        f"{sum(floats.values())} op(s) stay float32 ({', '.join(floats)}): kept in float on "
+        "purpose (see int8_mode) or without an integer kernel; they run as float between "
+        "DEQUANTIZE/QUANTIZE pairs")}
 
 
 def _write_serving_archive(lite, folder) -> None:
@@ -59,22 +75,29 @@ def _write_serving_archive(lite, folder) -> None:
     archive.write_out(folder, verbose=False)
 
 
-def _convert(saved_model: str, quantize: str, calibration) -> tuple:
-    """Run the TFLite converter on builtin op sets only (never SELECT_TF_OPS)."""
+def _convert(saved_model: str, quantize: str, representative, signature: str = "serve",
+             int8_scheme: Optional[str] = None) -> tuple:
+    """Run the TFLite converter on builtin op sets only (never SELECT_TF_OPS).
+
+    ``representative``: a zero-argument callable returning the calibration feeds (int8,
+    int16x8).  ``int8_scheme``: one of INT8_SCHEMES (default INT8_SCHEME).
+    """
     import tensorflow as tf
 
     from ..platform.quiet import native_output_muted
 
-    def convert(ops):
-        c = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=["serve"])
+    def converter(ops):
+        c = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[signature])
         c.target_spec.supported_ops = ops
         if quantize != "none":
             c.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize in ("int8", "int16x8"):
-            clips = np.asarray(calibration, np.float32)
-            c.representative_dataset = lambda: ([clip[None]] for clip in clips)
+            c.representative_dataset = representative
+        return c
+
+    def convert(ops):
         with native_output_muted():  # the calibrator prints C++ lines on stdout
-            return c.convert()
+            return converter(ops).convert()
 
     builtins = tf.lite.OpsSet.TFLITE_BUILTINS
     if quantize == "int16x8":
@@ -85,12 +108,36 @@ def _convert(saved_model: str, quantize: str, calibration) -> tuple:
                                  "has no kernel"})
     if quantize != "int8":
         return convert([builtins]), {}
+    scheme = int8_scheme or INT8_SCHEME
+    if scheme not in INT8_SCHEMES:
+        raise ValueError(f"int8 scheme must be one of {', '.join(INT8_SCHEMES)}, got {scheme!r}")
+    if scheme == "float_gru":
+        with native_output_muted():
+            return (_selective_int8(converter([builtins]), _GRU_OPS),
+                    {"int8_mode": INT8_SCHEMES[scheme], "int8_scheme": scheme})
     try:
         return (convert([tf.lite.OpsSet.TFLITE_BUILTINS_INT8]),
-                {"int8_mode": "full integer (TFLITE_BUILTINS_INT8)"})
+                {"int8_mode": INT8_SCHEMES[scheme], "int8_scheme": scheme})
     except Exception as e:  # noqa: BLE001 - the converter raises many kinds
         # Some TF versions cannot integer-quantize every op of the unrolled GRU:
         # keep those ops in float (builtins still) and say which they are.
         mode = ("mixed: TFLITE_BUILTINS_INT8 + TFLITE_BUILTINS float fallback "
                 f"(strict int8 failed: {str(e).splitlines()[0][:200]})")
-        return convert([tf.lite.OpsSet.TFLITE_BUILTINS_INT8, builtins]), {"int8_mode": mode}
+        return convert([tf.lite.OpsSet.TFLITE_BUILTINS_INT8, builtins]), {"int8_mode": mode,
+                                                                           "int8_scheme": scheme}
+
+
+# The unrolled GRU and classifier: matrix products, gates and their elementwise algebra.
+_GRU_OPS = ("FULLY_CONNECTED", "LOGISTIC", "TANH", "MUL", "ADD", "SUB", "SPLIT", "UNPACK",
+            "SOFTMAX", "LOG_SOFTMAX")
+
+
+def _selective_int8(converter, denylisted_ops) -> bytes:
+    """Calibrate, then quantize all but ``denylisted_ops`` (what tf.lite's
+    QuantizationDebugger does for selective quantization, without its debug model)."""
+    from tensorflow.lite.python import convert
+
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - the debugger's own route
+    calibrated = converter.convert()
+    return convert.mlir_quantize(calibrated, disable_per_channel=False, fully_quantize=False,
+                                 denylisted_ops=list(denylisted_ops))

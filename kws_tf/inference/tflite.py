@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 
 
+# the flatbuffer metadata entry the export writes (JSON: labels, rates, hop, states, decision)
+METADATA_NAME = "kws_tf"
+
+
 class FlexOpsError(ValueError):
     """A .tflite file that needs ops outside the TFLite builtin set (Flex/SELECT_TF_OPS, custom)."""
 
@@ -93,6 +97,21 @@ def float_ops(model) -> dict:
         if op.touches_float and op.name not in ("QUANTIZE", "DEQUANTIZE")).items()))
 
 
+def read_metadata(model, name: str = METADATA_NAME):
+    """The JSON the export stored in the file's metadata entry ``name``, or None without one."""
+    import json
+
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    m = schema.Model.GetRootAsModel(_model_bytes(model), 0)
+    for i in range(m.MetadataLength()):
+        entry = m.Metadata(i)
+        if entry.Name() is not None and entry.Name().decode() == name:
+            data = m.Buffers(entry.Buffer()).DataAsNumpy()
+            return json.loads(bytes(data).decode())
+    return None
+
+
 # ----------------------------------------------------------------------------- running
 class TFLiteModel:
     """A .tflite keyword spotter: ``probabilities(audio (n, samples)) -> (n, classes)``."""
@@ -144,3 +163,36 @@ class TFLiteModel:
             out[i] = self._get()[0]
         return out
 
+
+
+class TFLiteStream:
+    """A streaming .tflite file's ``serving_default`` signature: ``step(feeds) -> outputs``,
+    ``audio`` and ``state_*`` in, ``probabilities`` and the same ``state_*`` out, float32
+    at the interface (int8 files quantize inside)."""
+
+    def __init__(self, model, num_threads: int | None = None):
+        content = _model_bytes(model)
+        self.interpreter = interpreter_class()(model_content=content, num_threads=num_threads)
+        self.runner = self.interpreter.get_signature_runner("serving_default")
+        self.inputs = self.runner.get_input_details()
+        self.outputs = self.runner.get_output_details()
+        self.states = {n: tuple(int(d) for d in v["shape"]) for n, v in self.inputs.items()
+                       if n.startswith("state_")}
+        self.hop = int(self.inputs["audio"]["shape"][-1])
+        self.size_bytes = len(content)
+        self.metadata = read_metadata(content)
+
+    def zero_states(self) -> dict:
+        return {n: np.zeros(shape, np.float32) for n, shape in self.states.items()}
+
+    def step(self, feeds: dict) -> dict:
+        return self.runner(**{n: np.asarray(feeds[n], np.float32) for n in self.inputs})
+
+    def run(self, packets) -> np.ndarray:
+        """Probabilities after each packet of one stream (packets, hop) from zero states."""
+        states, out = self.zero_states(), []
+        for packet in np.asarray(packets, np.float32):
+            result = self.step({"audio": packet[None], **states})
+            states = {n: result[n] for n in states}
+            out.append(np.array(result["probabilities"][0], np.float32))
+        return np.stack(out)
