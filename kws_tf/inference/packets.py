@@ -86,15 +86,16 @@ def _dequantize(y, detail):
 
 
 def tflite_info(step: TFLiteStep) -> dict:
-    """What a ``.tflite`` streaming file says about itself.
-
-    Hook: the export writes labels, rates, hop and delay into the flatbuffer's metadata;
-    until that reader lands here, labels come from ``labels.txt`` beside the file and the
-    rest from its tensors (16 kHz input, the hop from ``audio``; the model's own rate and
-    delay are then unknown, so a delay of 0 is assumed).
-    """
+    """What a ``.tflite`` streaming file says about itself: the ``kws_tf`` metadata that
+    ``kws_tf.export --streaming`` writes into the flatbuffer (labels, rates, hop, delay,
+    states); a file without it gets labels from ``labels.txt`` beside it and the hop from its
+    ``audio`` tensor, with a delay of 0 assumed."""
     from .scorers import read_labels
+    from .tflite import read_metadata
 
+    meta = read_metadata(step.path) or {}
+    if meta.get("format") == "kws_tf.streaming":
+        return {**meta, "streaming": True, "states": step.states()}
     hop = int(step.inputs["audio"]["shape"][-1])
     classes = int(step.outputs["probabilities"]["shape"][-1])
     return {"streaming": True, "input_rate": STREAM_RATE, "hop": hop, "delay_seconds": 0.0,
