@@ -9,7 +9,8 @@ import dataclasses
 from pathlib import Path
 from typing import Callable, Optional
 
-from kws_tf import artifacts, cli
+from kws_tf import cli
+from kws_tf.platform.locks import exclusive_lock
 from kws_tf.training.cli_args import add_fit_args, add_words_args, prepare_process
 
 
@@ -121,7 +122,7 @@ def prepare(args) -> None:
 
 def hold_lock(path: Path, busy_message: str):
     """A lock held while the returned handle lives; a second holder gets ValueError."""
-    return artifacts.exclusive_lock(path, busy_message)
+    return exclusive_lock(path, busy_message)
 
 
 def run_cli(main: Callable, argv=None, interrupted: str = "interrupted") -> int:

@@ -70,25 +70,6 @@ def make_readable(folder: Path) -> None:
             p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
-def exclusive_lock(path, busy_message: str):
-    """Take a non-blocking flock on ``path``; hold the returned handle for as long as needed.
-
-    Another process holding it gives ``ValueError(busy_message)``.  The OS drops the lock when
-    the process dies, so a killed run never leaves a stale lock behind.
-    """
-    import fcntl
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise ValueError(busy_message) from None
-    return handle
-
-
 def write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

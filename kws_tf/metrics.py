@@ -21,10 +21,10 @@ def softmax(scores) -> np.ndarray:
 def predict_scores(model, audio, batch_size: int = 100) -> np.ndarray:
     """Scores of an array of clips, or of a whole split read a batch at a time."""
     if not isinstance(audio, np.ndarray):
-        from .training.batches import eval_batches
+        from .data import stream_batches
 
         rate = artifacts.model_input_rate(model)
-        audio = eval_batches(audio, batch_size, rate).map(_audio_only)
+        audio = stream_batches(audio, np.arange(len(audio.labels)), batch_size, rate).map(_audio_only)
     return np.asarray(model.predict(audio, batch_size=batch_size, verbose=0), dtype="float64")
 
 

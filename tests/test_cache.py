@@ -115,12 +115,12 @@ def test_sigkill_mid_build_leaves_nothing_that_is_read_then_rebuilds(root, cache
     script = textwrap.dedent(f"""
         import os, signal
         from kws_tf.data import cache as c
-        update = c._progress.update
+        update = c.Progress.update
         def update_then_die(self, n):
             update(self, n)
             if self.done >= 20:  # part of the clips written
                 os.kill(os.getpid(), signal.SIGKILL)
-        c._progress.update = update_then_die
+        c.Progress.update = update_then_die
         c._BUILD_BATCH = 8  # small batches: die with the split half written
         c.open_decoded({str(root)!r}, cache_dir={str(cache)!r})
     """)

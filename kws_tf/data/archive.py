@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Optional
 
+from ..platform.progress import Progress
 from .audio import DataError
 from .splits import is_dataset
 
@@ -111,7 +112,7 @@ def _fetch(url: str, part: Path, size: Optional[int], retries: int, progress: bo
                     have = 0
                 length = resp.headers.get("Content-Length")
                 total = have + int(length) if length is not None else size
-                with open(part, "ab" if have else "wb") as f, _Progress(total, have, progress) as bar:
+                with open(part, "ab" if have else "wb") as f, Progress(total, "MB", have, progress, scale=1e6) as bar:
                     while chunk := resp.read(1 << 20):
                         f.write(chunk)
                         bar.update(len(chunk))
@@ -189,39 +190,3 @@ def _extract(archive: Path, dest: Path, say) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-class _Progress:
-    """A one-line progress bar on stderr (a line per 10% when stderr is not a terminal)."""
-
-    def __init__(self, total: Optional[int], done: int, enabled: bool):
-        self.total, self.done, self.start_done = total, done, done
-        self.enabled, self.tty = enabled, sys.stderr.isatty()
-        self.t0 = self.last = time.monotonic()
-        self.last_tenth = -1
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if not self.enabled or (self.tty and now - self.last < 0.2):
-            return
-        frac = self.done / self.total if self.total else None
-        if not self.tty:
-            tenth = int(frac * 10) if frac is not None else int(self.done / 1e8)
-            if tenth == self.last_tenth:
-                return
-            self.last_tenth = tenth
-        self.last = now
-        rate = (self.done - self.start_done) / max(now - self.t0, 1e-9) / 1e6
-        pct = f" {frac:6.1%}" if frac is not None else ""
-        of = f"/{self.total / 1e6:,.0f}" if self.total else ""
-        line = f"  {self.done / 1e6:,.0f}{of} MB{pct}  {rate:.1f} MB/s"
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n",
-              file=sys.stderr, flush=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled and self.tty:
-            print(file=sys.stderr, flush=True)

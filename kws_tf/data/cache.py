@@ -20,10 +20,8 @@ against meta.json; a folder that fails is rebuilt.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -35,8 +33,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..platform.locks import exclusive_lock
+from ..platform.progress import Progress
 from .audio import CLIP_SAMPLES, SAMPLE_RATE, DataError
-from .splits import (LIST_FILES, SPLITS, TRAINING_NEEDS, read_splits, require_splits,
+from .splits import (LIST_FILES, SPLITS, TRAINING_NEEDS, hash_clips, read_splits, require_splits,
                      warn_skipped)
 
 FORMAT_VERSION = 1
@@ -74,15 +74,6 @@ def dataset_key(root, splits: Optional[dict] = None) -> str:
         h.update(f"[{split}]\n".encode())
         hash_clips(h, root, splits[split])
     return h.hexdigest()[:24]
-
-
-def hash_clips(h, root, files) -> None:
-    """Feed every clip's relative path, size and mtime to the hash ``h`` (the one dataset hash:
-    the decoded cache's key and make_dataset's file cache both use it)."""
-    root = Path(root)
-    for rel in files:
-        st = os.stat(root / rel)
-        h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
 
 
 # ----------------------------------------------------------------------------- reading
@@ -163,7 +154,8 @@ def open_decoded(root, cache_dir=None, on_error: str = "raise", verbose: bool = 
         except OSError as e:
             raise DataError(f"cannot create the decoded cache folder {base}: "
                             f"{e.strerror or e} (choose another cache folder)") from None
-        with _build_lock(base / f".{key}.lock", verbose):
+        wait = "another process is building the decoded cache; waiting for it" if verbose else None
+        with exclusive_lock(base / f".{key}.lock", wait_message=wait):
             meta = _valid_meta(folder)  # another process may have built it while we waited
             if meta is None:
                 if folder.exists():
@@ -227,20 +219,6 @@ def _sample_crc(path: Path) -> int:
     return crc
 
 
-@contextlib.contextmanager
-def _build_lock(path: Path, verbose: bool):
-    """Blocking flock: the second process waits, then finds the first one's cache."""
-    with open(path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            if verbose:
-                print("another process is building the decoded cache; waiting for it",
-                      file=sys.stderr, flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 # ----------------------------------------------------------------------------- building
 def _build(root: Path, info, folder: Path, on_error: str, verbose: bool):
     from .pipeline import scan
@@ -259,7 +237,8 @@ def _build(root: Path, info, folder: Path, on_error: str, verbose: bool):
     for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed build (we hold the lock)
     tmp.mkdir()
-    progress = _progress(total, f"decoding {total:,} clips of {root} once into {folder}", verbose)
+    progress = Progress(total, "clips", enabled=verbose, summary="decoded {done:,} clips",
+                        title=f"decoding {total:,} clips of {root} once into {folder}")
     try:
         meta = {"format": FORMAT_VERSION, "root": str(root), "labels": labels, "splits": {}}
         for s in SPLITS:
@@ -322,43 +301,3 @@ def _fsync_dir(path: Path):
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class _progress:
-    """A progress bar on stderr (a line every 10 % when stderr is not a terminal)."""
-
-    def __init__(self, total: int, title: str, verbose: bool):
-        self.total, self.done, self.verbose = max(total, 1), 0, verbose
-        self.tty = sys.stderr.isatty()
-        self.shown = -1
-        self.start = None
-        if verbose:
-            import time
-
-            self.start = time.perf_counter()
-            print(title, file=sys.stderr, flush=True)
-
-    def update(self, n: int):
-        self.done += n
-        if not self.verbose:
-            return
-        import time
-
-        pct = 100 * self.done // self.total
-        if self.tty or pct // 10 != self.shown // 10:
-            dt = time.perf_counter() - self.start
-            rate = self.done / max(dt, 1e-9)
-            eta = (self.total - self.done) / max(rate, 1e-9)
-            bar = "#" * (pct * 30 // 100)
-            line = (f"  [{bar:<30}] {self.done:,}/{self.total:,} clips {pct:3d}% "
-                    f"{rate:,.0f} clips/s, {eta:,.0f} s left")
-            print(("\r" if self.tty else "") + line, end="" if self.tty else "\n",
-                  file=sys.stderr, flush=True)
-            self.shown = pct
-
-    def close(self):
-        if self.verbose:
-            import time
-
-            print(("\n" if self.tty else "") + f"decoded {self.done:,} clips in "
-                  f"{time.perf_counter() - self.start:.1f} s", file=sys.stderr, flush=True)

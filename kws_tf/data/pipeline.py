@@ -148,7 +148,7 @@ def _cache(ds, cache, clips: Clips, sample_rate: int):
         return ds
     folder = Path(cache)
     folder.mkdir(parents=True, exist_ok=True)
-    from .cache import hash_clips
+    from .splits import hash_clips
 
     # The name covers what was decoded, so an edited dataset never reads a stale cache.
     h = hashlib.sha256(f"v2|{clips.root.resolve()}|{clips.split}|{sample_rate}\n".encode())

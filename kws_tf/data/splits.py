@@ -220,3 +220,12 @@ def require_splits(data, needs: Sequence[str] = TRAINING_NEEDS, purpose: Optiona
                             f"{len(info.splits[split])} could not be read (on_error='skip' left "
                             f"them out){tail}")
     return info
+
+
+def hash_clips(h, root, files) -> None:
+    """Feed every clip's relative path, size and mtime to the hash ``h`` (the one dataset hash:
+    the decoded cache's key and make_dataset's file cache both use it)."""
+    root = Path(root)
+    for rel in files:
+        st = os.stat(root / rel)
+        h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
