@@ -72,7 +72,8 @@ def load_export_data(root, labels: Sequence[str], sample_rate: int, split: str =
     from ..data import open_decoded, stream_batches
     from ..data.audio import resample
 
-    decoded = open_decoded(root, cache_dir=cache_dir, on_error=on_error)
+    decoded = open_decoded(root, cache_dir=cache_dir, on_error=on_error, needs=("training", split),
+                           purpose="export")
     known = {w: i for i, w in enumerate(labels)}
     rng = np.random.default_rng(seed)
 
