@@ -1,0 +1,175 @@
+"""The streaming export: model_stream.keras and builtin-only model_stream_<q>.tflite files whose
+serving_default takes audio + state_* and returns probabilities + the same state_*, with the
+kws_tf metadata inside, equal to the Keras streaming model at every packet (float32).
+
+An untrained gru1 at 8 kHz with random BatchNorm statistics (so states relative to silence
+matter) and a sharpened classifier (so probabilities move between packets), on real clips.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from kws_tf import artifacts, build_model
+from kws_tf.export import export, load_export_data, main
+from kws_tf.export.metadata import add_metadata, decision_settings, stream_metadata
+from kws_tf.export.stream import stream_packets
+from kws_tf.inference import tflite
+from kws_tf.inference.streaming import DEFAULTS
+from kws_tf.inference.streaming_model import zero_states
+
+WORDS = ["down", "no", "up", "yes"]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    model = build_model("gru1", 8000, num_classes=len(WORDS))
+    for layer in model.layers:
+        if layer.name.endswith("_bn"):
+            c = layer.moving_mean.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2.0, c), rng.normal(0, 0.3, c),
+                               rng.normal(0, 0.05, c), rng.uniform(0.02, 0.2, c)])
+        elif layer.name == "classifier":
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel * 4, bias])
+    path = tmp_path_factory.mktemp("stream-model") / "model.keras"
+    artifacts.save_model(model, path, WORDS, variant="gru1")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(subset_root):
+    return load_export_data(subset_root, WORDS, 8000, calibration_clips=20, eval_clips=12,
+                            streaming=True)
+
+
+@pytest.fixture(scope="module")
+def exported(model_path, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stream-export")
+    card = export(model_path, out, ["tflite"], ["int8"], data, parity_clips=6, streaming=True)
+    return out, card
+
+
+def test_files_and_card_entries(exported, data):
+    out, card = exported
+    for name in ("model_stream.keras", "model_stream_float32.tflite", "model_stream_int8.tflite"):
+        assert (out / name).stat().st_size > 10_000, name
+    on_disk = json.loads((out / "model_card.json").read_text())
+    f32, i8 = on_disk["exports"]["tflite_stream_float32"], on_disk["exports"]["tflite_stream_int8"]
+    assert f32["parity"]["max_abs_diff"] <= 1e-4 and f32["parity"]["same_top1"]
+    assert f32["parity"]["clips"] == 6 * f32["parity"]["packets"]
+    assert i8["accuracy_drop_points"] == pytest.approx(
+        100 * (f32["validation_accuracy"] - i8["validation_accuracy"]), abs=1e-3)
+    assert i8["max_drop_points"] == 1.0 and "int8_mode" in i8 and "float_ops" in i8
+    # the data carries 16 kHz copies of the same clips for the stream
+    assert data.stream_audio.shape == (len(data.audio), 16000)
+    assert on_disk["streaming"]["labels"] == WORDS and on_disk["streaming"]["hop"] == 1536
+
+
+def test_signature_names_builtin_ops_and_no_variables(exported):
+    out, card = exported
+    states = sorted(card["streaming"]["states"])
+    assert states == ["state_block1", "state_block2", "state_block3", "state_block4",
+                      "state_gru", "state_resample"]
+    for q in ("float32", "int8"):
+        path = out / f"model_stream_{q}.tflite"
+        runner = tflite.interpreter_class()(model_path=str(path)).get_signature_runner(
+            "serving_default")
+        assert sorted(runner.get_input_details()) == ["audio", *states]
+        assert sorted(runner.get_output_details()) == ["probabilities", *states]
+        assert list(runner.get_input_details()["audio"]["shape"]) == [1, 1536]
+        assert list(runner.get_output_details()["probabilities"]["shape"]) == [1, len(WORDS)]
+        ops = tflite.check_builtin_only(path, path.name)
+        # the GRU unrolled; states are inputs/outputs, never resource variables
+        assert "WHILE" not in ops and {"FULLY_CONNECTED", "TANH", "LOGISTIC"} <= set(ops)
+        assert not {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"} & set(ops)
+
+
+def test_metadata_travels_inside_the_file(exported):
+    out, card = exported
+    for q in ("float32", "int8"):
+        meta = tflite.read_metadata(out / f"model_stream_{q}.tflite")
+        assert meta["quantization"] == q
+        assert {k: v for k, v in meta.items() if k != "quantization"} == card["streaming"]
+    meta = tflite.read_metadata(out / "model_stream_int8.tflite")
+    assert meta["labels"] == WORDS and meta["input_rate"] == 16000 and meta["model_rate"] == 8000
+    assert meta["hop"] == 1536 and meta["hop_strides"] == 1 and meta["delay"] == 4
+    assert meta["states"]["state_gru"] == [1, 9, 256]  # the last block's 256 channels
+    assert meta["decision"] == DEFAULTS and meta["decision_source"] == "defaults"
+    assert meta["signature"] == "serving_default" and meta["inputs"][0] == "audio"
+    # window files carry none; the keras stream records the same decision settings
+    assert tflite.read_metadata(out / "model_float32.tflite") is None
+    info = artifacts.read_model_info(out / "model_stream.keras")
+    assert info["decision"] == DEFAULTS and info["hop"] == 1536
+
+
+def test_decision_settings_come_from_the_model_when_it_has_them():
+    own = {"threshold": 0.8, "average": 0.4, "suppression": 1.0}
+    assert decision_settings({"decision": own}) == (own, "model")
+    assert decision_settings({}) == (DEFAULTS, "defaults")
+    info = {"input_rate": 16000, "model_rate": 8000, "hop": 96, "hop_strides": 1, "stride": 48,
+            "hop_model_rate": 48, "delay": 4, "delay_seconds": 0.0005, "window_seconds": 1.0,
+            "gru_steps": 3, "states": {"state_gru": [3, 8]}}
+    meta = stream_metadata(info, WORDS, {"decision": own}, "int8")
+    assert meta["decision"] == own and meta["decision_source"] == "model"
+
+
+def test_a_litert_loop_feeding_states_by_name_equals_the_keras_stream(exported, subset_root):
+    # 3 s of real speech, 3 clips end to end, one packet at a time from zero states
+    from kws_tf.data import read_wav
+    from kws_tf.data.audio import fix_length
+
+    out, _ = exported
+    audio = np.concatenate([fix_length(read_wav(sorted((subset_root / w).glob("*.wav"))[0])[0],
+                                       16000) for w in ("yes", "no", "up")]).astype(np.float32)
+    stream, info = artifacts.load_model(out / "model_stream.keras", compile=False)
+    runner = tflite.interpreter_class()(model_path=str(out / "model_stream_float32.tflite")) \
+        .get_signature_runner("serving_default")
+    hop = info["hop"]
+    k_states, t_states = zero_states(info), zero_states(info)
+    diffs = []
+    for i in range(len(audio) // hop):
+        packet = audio[None, i * hop:(i + 1) * hop]
+        k = {n: np.asarray(v) for n, v in stream.predict_on_batch(
+            {"audio": packet, **k_states}).items()}
+        t = runner(audio=packet, **t_states)
+        k_states = {n: k[n] for n in k_states}
+        t_states = {n: t[n] for n in t_states}
+        diffs.append(np.abs(k["probabilities"] - t["probabilities"]).max())
+    assert len(diffs) == 31 and max(diffs) <= 1e-4, max(diffs)
+
+
+def test_clips_are_streamed_with_silence_before_them():
+    info = {"hop": 1536, "delay": 4, "input_rate": 16000, "model_rate": 8000}
+    clips = np.arange(2 * 16000, dtype=np.float32).reshape(2, 16000) + 1
+    packets = stream_packets(clips, info)
+    assert packets.shape == (2, 11, 1536)
+    flat = packets.reshape(2, -1)
+    # the clip ends `delay` model samples (8 at 16 kHz) before the last packet's end
+    assert (flat[:, -8:] == 0).all() and (flat[:, -9] == clips[:, -1]).all()
+    assert (flat[:, :flat.shape[1] - 16008] == 0).all()
+
+
+def test_add_metadata_replaces_an_earlier_entry(exported):
+    out, _ = exported
+    content = (out / "model_stream_float32.tflite").read_bytes()
+    again = add_metadata(content, {"labels": ["x"]})
+    assert tflite.read_metadata(again) == {"labels": ["x"]}
+    assert len(again) < len(content) + 1000  # replaced, not appended
+    probs = tflite.TFLiteStream(again).run(np.zeros((2, 1536), np.float32))
+    np.testing.assert_allclose(probs, tflite.TFLiteStream(content).run(
+        np.zeros((2, 1536), np.float32)), atol=1e-7)
+
+
+@pytest.mark.slow
+def test_cli_streaming_flag(model_path, subset_root, tmp_path, capsys):
+    rc = main([str(model_path), "--format", "tflite", "--quantize", "none", "--streaming",
+               "--data", str(subset_root), "--eval-clips", "8", "--calibration-clips", "5",
+               "--output", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "labels.txt", "model_card.json", "model_float32.tflite", "model_stream.keras",
+        "model_stream_float32.tflite"]
+    assert "model_stream_float32.tflite" in printed and "over every packet" in printed
