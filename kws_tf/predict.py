@@ -13,10 +13,12 @@ whose average passes ``--threshold``, once: the same word again, or any word wit
 speech_commands ``RecognizeCommands``).  Labels starting with ``_`` (``_silence_``,
 ``_unknown_``) are never reported.
 
-A streaming model (``model_stream.keras``, ``model_stream_*.tflite``), or a window
-``model.keras`` with ``--packets``, is run packet by packet instead (``kws_tf.listen``'s
-path): the windows are those that end at packet boundaries, ``--hop`` is rounded to a whole
-number of the model's strides (and says so), and the scores are exactly the window model's.
+A streaming model (``model_stream.keras``, ``model_stream_*.tflite``) or a window
+``model.keras`` (whose exact streaming model is built on the fly) runs packet by packet
+(``kws_tf.listen``'s path): the windows are those that end at packet boundaries, ``--hop`` is
+rounded to a whole number of the model's strides (and says so), and the scores are exactly the
+window model's.  ``--windows`` (and SavedModels, window ``.tflite`` files, ``--window`` other
+than 1 s) slides the window model itself, from the recording's first sample.
 """
 from __future__ import annotations
 
@@ -133,14 +135,16 @@ def main(argv=None) -> int:
                         f"(default {DEFAULTS['suppression']})")
     s.add_argument("--min-count", type=int, default=2,
                    help="windows needed in the average before anything is reported (default 2)")
-    s.add_argument("--packets", action="store_true",
-                   help="stream a window model.keras packet by packet with its exact streaming "
-                        "model (streaming models always are); --hop becomes whole strides")
+    s.add_argument("--windows", action="store_true",
+                   help="slide the window model itself over the recording instead of running "
+                        "its exact streaming model packet by packet (what SavedModels and "
+                        "window .tflite files always do)")
     args = p.parse_args(argv)
     if args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
 
-    if args.stream and (args.packets or is_streaming_model(args.model)):
+    if args.stream and not args.windows and (is_streaming_model(args.model) or (
+            Path(args.model).suffix == ".keras" and args.window == 1.0)):
         return stream_packets(args)
     scorer = load_scorer(args.model)
     k = min(args.top_k, len(scorer.labels))
@@ -204,7 +208,8 @@ def stream_packets(args) -> int:
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such file")
     note = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    hop = 0.25 if args.packets and args.hop is None else args.hop  # the window path's default
+    # A window model built into a streaming one gets the window path's default hop (rounded).
+    hop = 0.25 if args.hop is None and not is_streaming_model(args.model) else args.hop
     recognizer_args = (args.average, args.threshold, args.suppression, args.min_count)
     RecognizeCommands(["x"], *recognizer_args)  # bad settings fail before the model loads
     runner = StreamingRunner.load(args.model, hop, note=note)

@@ -203,7 +203,7 @@ def test_pcm_packets_never_read_ahead():
 def test_predict_stream_packets(files, capsys):
     from kws_tf.predict import main as predict
 
-    argv = [str(files[16000]), str(files["wav"]), "--stream", "--packets", "--json", *FLAGS]
+    argv = [str(files[16000]), str(files["wav"]), "--stream", "--json", *FLAGS]
     assert predict(argv + ["--hop", "0.1"]) == 0
     captured = capsys.readouterr()
     assert "note: --hop 0.1 s rounded to 0.096 s (2 x the model's 48 ms stride)" in captured.err
@@ -213,5 +213,12 @@ def test_predict_stream_packets(files, capsys):
     assert [r["label"] for r in rows] == [r["label"] for r in heard]
     assert [r["time"] for r in rows] == pytest.approx([r["time"] for r in heard], abs=1e-6)
     assert all(r["file"] == str(files["wav"]) for r in rows)
-    assert cli.run(predict, argv + ["--window", "0.8"]) == 2
+    # another window length: the window model itself slides (a streaming model scores 1 s)
+    assert cli.run(predict, argv + ["--window", "0.8"]) == 0
+    assert "rounded" not in capsys.readouterr().err
+    from kws_tf.inference import streaming_model
+
+    saved = streaming_model.save(streaming_model.build_streaming_model(_model(16000), 2),
+                                 files["wav"].parent / "model_stream.keras", LABELS)
+    assert cli.run(predict, [str(saved), *argv[1:], "--window", "0.8"]) == 2
     assert "--window must be 1.0" in capsys.readouterr().err

@@ -187,7 +187,7 @@ def test_stream_finds_the_words_of_a_long_recording(models, streaming_clips, sub
     long_wav = write_wav(tmp_path / "long.wav", np.concatenate(parts), 16000)
 
     for kind in ("keras", "tflite", "int8"):
-        assert main([str(models[kind]), str(long_wav), "--stream", "--json"]) == 0
+        assert main([str(models[kind]), str(long_wav), "--stream", "--windows", "--json"]) == 0
         rows = _json_lines(capsys.readouterr().out)
         # the CLI prints what the library finds
         scorer = load_scorer(models[kind])
@@ -201,6 +201,11 @@ def test_stream_finds_the_words_of_a_long_recording(models, streaming_clips, sub
             assert abs(r["start"] - put) <= 0.5, (kind, rows, placed)
             assert put < r["time"] <= put + 2.25, (kind, rows, placed)
             assert 0.8 <= r["score"] <= 1.0, (kind, rows)
+
+    # without --windows a model.keras streams packet by packet (its exact streaming model):
+    # the same scorer's words at packet-aligned windows (tests/test_listen.py checks them)
+    assert main([str(models["keras"]), str(long_wav), "--stream", "--json"]) == 0
+    assert "rounded to" in capsys.readouterr().err
 
     assert main([str(models["tflite"]), str(long_wav), "--stream"]) == 0
     captured = capsys.readouterr()
