@@ -123,6 +123,12 @@ def read_wav(path):
         raw = f.read(info.frames * frame_bytes)
     if len(raw) != info.frames * frame_bytes:  # the file shrank since the header was read
         raise DataError(f"{info.path}: truncated WAV")
+    return decode_frames(raw, info), info.sample_rate
+
+
+def decode_frames(raw: bytes, info: "WavInfo") -> np.ndarray:
+    """Bytes of whole frames of ``info``'s format -> float32 mono in [-1, 1] (what ``read_wav``
+    and the packet readers of a stream both decode with)."""
     if info.encoding == "float":
         x = np.frombuffer(raw, f"<f{info.bits // 8}").astype(np.float32)
         if not np.isfinite(x).all():
@@ -137,8 +143,8 @@ def read_wav(path):
         x = x.view("<i4")[:, 0].astype(np.float32) / 2.0 ** 31
     else:
         x = np.frombuffer(raw, f"<i{info.bits // 8}").astype(np.float32) / 2.0 ** (info.bits - 1)
-    x = x.reshape(info.frames, info.channels)
-    return (x[:, 0] if info.channels == 1 else x.mean(axis=1)).astype(np.float32), info.sample_rate
+    x = x.reshape(-1, info.channels)
+    return (x[:, 0] if info.channels == 1 else x.mean(axis=1)).astype(np.float32)
 
 
 def check_rate(rate: int, path="audio") -> None:

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
+from ..data.audio import decode_frames
 from .streaming import RecognizeCommands
 from .streaming_model import STREAM_RATE, zero_states
 
@@ -256,7 +257,7 @@ def wav_packets(path, hop: int, note: Note = None, frames_per_read: int = 4096) 
             take = min(frames_per_read, remaining)
             raw = f.read(take * frame_bytes) if take else b""
             remaining -= take
-            x = _decode(raw[:len(raw) // frame_bytes * frame_bytes], info)
+            x = decode_frames(raw[:len(raw) // frame_bytes * frame_bytes], info)
             if resampler is not None:
                 x = resampler(x, last=not raw or remaining == 0)
             buffer = np.concatenate([buffer, x])
@@ -275,27 +276,6 @@ def _partial(note: Note, samples: int, hop: int, half: int = 0) -> None:
                 f"({samples / STREAM_RATE * 1000:.1f} ms of a {hop / STREAM_RATE * 1000:g} ms "
                 "packet) are not scored")
 
-
-def _decode(raw: bytes, info) -> np.ndarray:
-    """Bytes of whole frames -> float32 mono, exactly as ``kws_tf.data.read_wav`` decodes."""
-    from ..errors import DataError
-
-    if info.encoding == "float":
-        x = np.frombuffer(raw, f"<f{info.bits // 8}").astype(np.float32)
-        if not np.isfinite(x).all():
-            raise DataError(f"{info.path}: float WAV with NaN or infinite samples")
-        x = np.clip(x, -1.0, 1.0)
-    elif info.bits == 8:
-        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif info.bits == 24:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
-        x = np.zeros((len(b), 4), np.uint8)
-        x[:, 1:] = b
-        x = x.view("<i4")[:, 0].astype(np.float32) / 2.0 ** 31
-    else:
-        x = np.frombuffer(raw, f"<i{info.bits // 8}").astype(np.float32) / 2.0 ** (info.bits - 1)
-    x = x.reshape(-1, info.channels)
-    return (x[:, 0] if info.channels == 1 else x.mean(axis=1)).astype(np.float32)
 
 
 class StreamResampler:
