@@ -112,7 +112,7 @@ def predict_files(scorer: Scorer, paths, k: int = 3, as_json: bool = False, batc
 
 
 # ----------------------------------------------------------------------------- CLI
-def main(argv=None) -> int:
+def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m kws_tf.predict", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,6 +142,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
 
     if args.stream and not args.windows and (is_streaming_model(args.model) or (
             Path(args.model).suffix == ".keras" and args.window == 1.0)):

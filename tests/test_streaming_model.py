@@ -16,8 +16,9 @@ import pytest
 
 from kws_tf import build_streaming_model
 from kws_tf.inference.scorers import softmax
-from kws_tf.inference.streaming_model import (STREAM_RATE, default_hop_strides, streaming_cost,
-                                              streaming_geometry, streaming_info, zero_states)
+from kws_tf.inference.stream_geometry import (STREAM_RATE, default_hop_strides, streaming_cost,
+                                              streaming_geometry)
+from kws_tf.inference.streaming_model import streaming_info, zero_states
 from kws_tf.layers.resample import Resample
 from kws_tf.models import build_model
 from kws_tf.variants import VARIANTS

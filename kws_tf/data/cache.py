@@ -148,29 +148,9 @@ def open_decoded(root, cache_dir=None, on_error: str = "raise", verbose: bool = 
     base = cache_root(cache_dir)
     folder = base / key
     meta = _valid_meta(folder)
-    if meta is None:
-        try:
-            base.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DataError(f"cannot create the decoded cache folder {base}: "
-                            f"{e.strerror or e} (choose another cache folder)") from None
-        wait = "another process is building the decoded cache; waiting for it" if verbose else None
-        with exclusive_lock(base / f".{key}.lock", wait_message=wait):
-            meta = _valid_meta(folder)  # another process may have built it while we waited
-            if meta is None:
-                if folder.exists():
-                    if verbose:
-                        print(f"decoded cache {folder} is incomplete or damaged: rebuilding",
-                              file=sys.stderr, flush=True)
-                    shutil.rmtree(folder, ignore_errors=True)
-                _build(root, info, folder, on_error, verbose)
-                meta = _valid_meta(folder)
-                if meta is None:
-                    raise DataError(f"{folder}: the decoded cache failed its own check right after "
-                                    "being written (disk trouble?)")
-        fresh = True
-    else:
-        fresh = False
+    fresh = meta is None
+    if fresh:
+        meta = _build_once(root, info, base, key, on_error, verbose)
     skipped = {s: meta["splits"][s]["skipped"] for s in SPLITS}
     bad = {rel: why for s in SPLITS for rel, why in skipped[s].items()}
     if bad and on_error == "raise":
@@ -185,6 +165,33 @@ def open_decoded(root, cache_dir=None, on_error: str = "raise", verbose: bool = 
                               m["files"], m["offset"])
     require_splits(info, needs, purpose, sizes={s: len(out[s]) for s in SPLITS})
     return DecodedDataset(root, folder, labels, out, skipped)
+
+
+def _build_once(root: Path, info, base: Path, key: str, on_error: str, verbose: bool) -> dict:
+    """Build the cache ``base/key`` under its lock (one process builds, the others wait and
+    then find it) and return its checked meta.json."""
+    folder = base / key
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the decoded cache folder {base}: "
+                        f"{e.strerror or e} (choose another cache folder)") from None
+    wait = "another process is building the decoded cache; waiting for it" if verbose else None
+    with exclusive_lock(base / f".{key}.lock", wait_message=wait):
+        meta = _valid_meta(folder)  # another process may have built it while we waited
+        if meta is not None:
+            return meta
+        if folder.exists():
+            if verbose:
+                print(f"decoded cache {folder} is incomplete or damaged: rebuilding",
+                      file=sys.stderr, flush=True)
+            shutil.rmtree(folder, ignore_errors=True)
+        _build(root, info, folder, on_error, verbose)
+        meta = _valid_meta(folder)
+        if meta is None:
+            raise DataError(f"{folder}: the decoded cache failed its own check right after "
+                            "being written (disk trouble?)")
+        return meta
 
 
 def _valid_meta(folder: Path) -> Optional[dict]:

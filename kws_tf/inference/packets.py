@@ -17,7 +17,8 @@ import numpy as np
 
 from ..data.audio import decode_frames
 from .streaming import RecognizeCommands
-from .streaming_model import STREAM_RATE, zero_states
+from .stream_geometry import STREAM_RATE
+from .streaming_model import zero_states
 
 Note = Optional[Callable[[str], None]]
 
@@ -199,7 +200,7 @@ class StreamingRunner:
 
 def hop_strides_for(model, hop: float, note: Note = None) -> int:
     """``hop`` seconds as a whole number of the model's strides (at least one); says so."""
-    from .streaming_model import streaming_geometry
+    from .stream_geometry import streaming_geometry
 
     g = streaming_geometry(model)
     stride = g.stride / g.model_rate
