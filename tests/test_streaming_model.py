@@ -118,12 +118,12 @@ def _check(variant, rate, hop_strides, audio, every_packet=False):
     err = np.abs(got - want).max()
     assert err <= TOL, (variant, rate, hop_strides, err)
     # 1e-5 is tight: the probabilities move over the recording, and the windows one model
-    # sample earlier differ by far more
+    # sample earlier differ by more than ten times that
     spread = list(range(1, total + 1, max(total // 40, 1)))
     spread = softmax(model.predict_on_batch(_windows(signal, offset, info, spread)))
     assert np.ptp(spread, axis=0).max() > 1000 * TOL
     off = softmax(model.predict_on_batch(_windows(signal, offset, info, compared, shift=1)))
-    assert np.abs(got - off).max() > 100 * TOL
+    assert np.abs(got - off).max() > 10 * TOL  # gru6 (two blocks) moves least: ~5e-4
     if rate != STREAM_RATE:
         # the recording resampled on its own (zeros before it, no silence resampled) is the
         # same signal from its first sample on: the two readings differ only in the 7
