@@ -87,17 +87,19 @@ def _known_labels(root, labels):
 
 def bench(variant, rate, path, data_root, hop_strides, repeats, threads, schemes) -> list:
     from kws_tf.export import convert_tflite
-    from kws_tf.export.stream import calibration_feeds, convert_stream_tflite
+    from kws_tf.export.stream import calibration_feeds, convert_stream_tflite, tflite_stream_graph
     from kws_tf.inference import streaming_model as sm
     from kws_tf.inference.tflite import TFLiteModel, TFLiteStream
+
+    from kws_tf.inference.stream_geometry import streaming_cost
 
     model, info = _model(variant, rate, path)
     cal, cal16, clip, audio16 = _clips(model, info, data_root)
     stream = sm.build_streaming_model(model, hop_strides)
     sinfo = sm.streaming_info(stream)
-    unrolled = sm.build_streaming_model(model, hop_strides, unroll=True)
+    unrolled = tflite_stream_graph(model, hop_strides)
     feeds = calibration_feeds(stream, sinfo, cal16, limit=300)
-    cost = sm.streaming_cost(model, hop_strides)
+    cost = streaming_cost(model, hop_strides)
     hop = sinfo["hop"]
     packets = audio16[:len(audio16) // hop * hop].reshape(-1, hop)
     base = {"variant": variant, "sample_rate": rate, "trained": bool(path), "threads": threads}
@@ -144,7 +146,7 @@ def _targets(rows, variant, rate) -> list:
     for (kind, q), r in by.items():
         if kind != "stream":
             continue
-        for wq in ("float32", q):
+        for wq in dict.fromkeys(("float32", q)):
             w = by.get(("window", wq))
             if w is None:
                 continue
@@ -168,7 +170,7 @@ def int8_choices(path, data_root, repeats: int, threads: int) -> list:
     from kws_tf.export import convert_tflite, load_export_data
     from kws_tf.export.clips import NOISE_SHARE
     from kws_tf.export.stream import (calibration_feeds, convert_stream_tflite, keras_stream,
-                                      stream_packets)
+                                      stream_packets, tflite_stream_graph)
     from kws_tf.inference import streaming_model as sm
     from kws_tf.inference.tflite import TFLiteModel, TFLiteStream
 
@@ -180,13 +182,14 @@ def int8_choices(path, data_root, repeats: int, threads: int) -> list:
     words_only = int(round(len(cal) * (1 - NOISE_SHARE)))  # the noise clips come last
     stream = sm.build_streaming_model(model, 1)
     sinfo = sm.streaming_info(stream)
-    unrolled = sm.build_streaming_model(model, 1, unroll=True)
+    unrolled = tflite_stream_graph(model, 1)
     feeds = {"words+noise": calibration_feeds(stream, sinfo, cal16),
              "words": calibration_feeds(stream, sinfo, cal16[:words_only])}
     choices = [("float32", "none", None, "words"), ("dynamic", "dynamic", None, "words"),
                ("int8 full, words only", "int8", "full", "words"),
                ("int8 full, words+noise", "int8", "full", "words+noise"),
                ("int8 float_gru, words+noise", "int8", "float_gru", "words+noise"),
+               ("int8 float_input, words+noise", "int8", "float_input", "words+noise"),
                ("int16x8, words+noise", "int16x8", None, "words+noise")]
     rows = []
     for name, q, scheme, calib in choices:
@@ -254,7 +257,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="append", default=[], help="RATE=PATH.keras (trained)")
     p.add_argument("--data", help="dataset folder: calibrate int8 on real clips")
     p.add_argument("--hop-strides", type=int, default=1)
-    p.add_argument("--int8-schemes", default="full", help="comma-separated: full, float_gru")
+    p.add_argument("--int8-schemes", default="full",
+                   help="comma-separated: full, float_gru, float_input")
     p.add_argument("--int8-choices", metavar="MODEL", help="compare quantization choices of "
                    "this trained model.keras (needs --data)")
     p.add_argument("--repeats", type=int, default=200)

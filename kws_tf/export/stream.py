@@ -59,6 +59,20 @@ def keras_stream(stream, info: dict, packets, batch: int = 256, collect: bool = 
     return (np.concatenate(probs), feeds) if collect else np.concatenate(probs)
 
 
+def tflite_stream_graph(model, hop_strides=None):
+    """The streaming model as TFLite gets it: the GRU with one input projection for all steps
+    (``gru_graph``), else Keras's unrolled GRU."""
+    from ..inference import streaming_model as sm
+    from .gru_graph import with_projected_gru
+
+    stream = sm.build_streaming_model(model, hop_strides)
+    fast = with_projected_gru(stream)
+    if fast is stream:
+        return sm.build_streaming_model(model, hop_strides, unroll=True)
+    fast._kws_streaming = sm.streaming_info(stream)
+    return fast
+
+
 def calibration_feeds(stream, info, clips, limit: int = CALIBRATION_FEEDS, seed: int = 0):
     """Representative inputs for int8: real packets with the states real streams give them."""
     _, feeds = keras_stream(stream, info, stream_packets(clips, info), collect=True)
@@ -89,7 +103,7 @@ def _write_stream_archive(stream, info: dict, folder) -> None:
 
 def convert_stream_tflite(stream, info: dict, quantize: str = "none", feeds=None,
                           int8_scheme: str | None = None) -> tuple:
-    """``(flatbuffer, notes)`` for an unrolled streaming model (``unroll=True``)."""
+    """``(flatbuffer, notes)`` for a streaming model in TFLite form (``tflite_stream_graph``)."""
     from ..inference import tflite
     from .tflite_convert import QUANTIZE_CHOICES, _convert, _quantized_notes
 

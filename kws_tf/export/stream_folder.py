@@ -10,7 +10,7 @@ from .checks import check_parity
 from .clips import ExportData
 from .metadata import add_metadata, stream_metadata
 from .stream import (CARD_KEYS, STREAM_FILES, STREAM_KERAS, calibration_feeds,
-                     convert_stream_tflite, keras_stream, stream_packets)
+                     convert_stream_tflite, keras_stream, stream_packets, tflite_stream_graph)
 
 
 def export_streaming(model, info: dict, out: Path, quantize, data: ExportData, card: dict,
@@ -38,7 +38,7 @@ def export_streaming(model, info: dict, out: Path, quantize, data: ExportData, c
         f"{sinfo['hop_strides']} stride(s)), {packets.shape[1]} packets per clip, "
         f"{data.split} accuracy {accuracy['keras']:.4f}; decision settings: "
         f"{meta['decision_source']}")
-    unrolled = sm.build_streaming_model(model, sinfo["hop_strides"], unroll=True)
+    unrolled = tflite_stream_graph(model, sinfo["hop_strides"])
     feeds = (calibration_feeds(stream, sinfo, cal16)
              if any(q in ("int8", "int16x8") for q in quantize) else None)
     for q in dict.fromkeys(["none", *quantize]):

@@ -1,7 +1,8 @@
-"""TFLite conversion: batch 1, the GRU unrolled, builtin ops only (never Flex), float32 or
-quantized (dynamic-range, int8, int16x8)."""
+"""TFLite conversion: batch 1, the GRU unrolled (its input projection one matrix product),
+builtin ops only (never Flex), float32 or quantized (dynamic-range, int8, int16x8)."""
 from __future__ import annotations
 
+import re
 import tempfile
 from typing import Optional
 
@@ -18,7 +19,9 @@ QUANTIZE_ALL = ("dynamic", "int8")
 INT8_SCHEMES = {"full": "full integer (TFLITE_BUILTINS_INT8): int8 weights per channel and "
                         "int8 activations everywhere",
                 "float_gru": "selective: convolutions int8 (weights per channel, activations "
-                             "calibrated), GRU and classifier float32"}
+                             "calibrated), GRU and classifier float32",
+                "float_input": "selective: the ops that read the raw audio (block 1's "
+                               "convolution; the streaming resampler) float32, the rest int8"}
 INT8_SCHEME = "full"
 
 
@@ -37,7 +40,7 @@ def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarr
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
     if quantize in ("int8", "int16x8") and (calibration is None or len(calibration) == 0):
         raise ValueError(f"{quantize} quantization needs calibration clips from the training split")
-    lite = inference_model(model, batch_size=1, unroll=True)
+    lite = tflite_graph(model)
     clips = None if calibration is None else np.asarray(calibration, np.float32)
     representative = None if clips is None else (lambda: ([clip[None]] for clip in clips))
     with tempfile.TemporaryDirectory(prefix="kws-tflite-") as tmp:
@@ -46,6 +49,16 @@ def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarr
     notes["ops"] = tflite.check_builtin_only(content, f"the {quantize} TFLite model")
     notes.update(_quantized_notes(content, quantize))
     return content, notes
+
+
+def tflite_graph(model):
+    """The batch-1 form TFLite gets: the GRU with all steps' input projection as one matrix
+    product (``gru_graph``), or Keras's unrolled GRU where that form does not apply."""
+    from .gru_graph import with_projected_gru
+
+    lite = inference_model(model, batch_size=1)
+    fast = with_projected_gru(lite)
+    return fast if fast is not lite else inference_model(model, batch_size=1, unroll=True)
 
 
 def _quantized_notes(content: bytes, quantize: str) -> dict:
@@ -111,9 +124,9 @@ def _convert(saved_model: str, quantize: str, representative, signature: str = "
     scheme = int8_scheme or INT8_SCHEME
     if scheme not in INT8_SCHEMES:
         raise ValueError(f"int8 scheme must be one of {', '.join(INT8_SCHEMES)}, got {scheme!r}")
-    if scheme == "float_gru":
+    if scheme in _SELECTIVE:
         with native_output_muted():
-            return (_selective_int8(converter([builtins]), _GRU_OPS),
+            return (_selective_int8(converter([builtins]), **_SELECTIVE[scheme]),
                     {"int8_mode": INT8_SCHEMES[scheme], "int8_scheme": scheme})
     try:
         return (convert([tf.lite.OpsSet.TFLITE_BUILTINS_INT8]),
@@ -132,12 +145,34 @@ _GRU_OPS = ("FULLY_CONNECTED", "LOGISTIC", "TANH", "MUL", "ADD", "SUB", "SPLIT",
             "SOFTMAX", "LOG_SOFTMAX")
 
 
-def _selective_int8(converter, denylisted_ops) -> bytes:
-    """Calibrate, then quantize all but ``denylisted_ops`` (what tf.lite's
-    QuantizationDebugger does for selective quantization, without its debug model)."""
+# Audio is quiet next to its [-1, 1] range: 8 bits of it lose the most (see docs/export.md).
+_INPUT_NODES = re.compile(r"/(block1|resample)_")
+_SELECTIVE = {"float_gru": {"denylisted_ops": _GRU_OPS},
+              "float_input": {"node_pattern": _INPUT_NODES}}
+
+
+def _selective_int8(converter, denylisted_ops=(), node_pattern=None) -> bytes:
+    """Calibrate, then quantize all but ``denylisted_ops`` and the ops whose output tensor
+    names match ``node_pattern`` (what tf.lite's QuantizationDebugger does for selective
+    quantization, without its debug model)."""
     from tensorflow.lite.python import convert
 
     converter._experimental_calibrate_only = True  # noqa: SLF001 - the debugger's own route
     calibrated = converter.convert()
+    nodes = [] if node_pattern is None else [
+        n for n in _op_output_names(calibrated) if node_pattern.search(n)]
     return convert.mlir_quantize(calibrated, disable_per_channel=False, fully_quantize=False,
-                                 denylisted_ops=list(denylisted_ops))
+                                 denylisted_ops=list(denylisted_ops), denylisted_nodes=nodes)
+
+
+def _op_output_names(content: bytes) -> list:
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    m = schema.Model.GetRootAsModel(content, 0)
+    names = []
+    for s in range(m.SubgraphsLength()):
+        sub = m.Subgraphs(s)
+        for o in range(sub.OperatorsLength()):
+            op = sub.Operators(o)
+            names += [sub.Tensors(op.Outputs(i)).Name().decode() for i in range(op.OutputsLength())]
+    return names
