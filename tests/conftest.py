@@ -147,3 +147,14 @@ def crash_at_step(step):
                 raise KeyboardInterrupt
 
     return Crash()
+
+
+# Tests that need the small model trained on real clips (a session fixture that trains it) are
+# slow by what they use: `pytest -m "not slow"` leaves them out without marking each one.
+SLOW_FIXTURES = {"trained", "exported"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

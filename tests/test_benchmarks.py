@@ -169,6 +169,7 @@ def test_gpu_script_cpu_fallback_without_tensorflow(tmp_path):
         assert cols[name]["clips_per_s"] > 0 and cols[name]["epoch_s"] > 0
 
 
+@pytest.mark.slow
 def test_profile_blocks_differentiates_every_prefix(capsys):
     """The block profile's prefixes get real gradients (a plain sum loss or tf.function
     arguments would hand back None or all-equal gradients) and its stages add up."""

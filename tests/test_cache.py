@@ -111,6 +111,7 @@ def test_cache_dir_defaults_under_kws_tf_cache(root, tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- faults
+@pytest.mark.slow
 def test_sigkill_mid_build_leaves_nothing_that_is_read_then_rebuilds(root, cache):
     script = textwrap.dedent(f"""
         import os, signal
@@ -160,6 +161,7 @@ def test_damaged_cache_is_rebuilt_never_read(root, cache, damage, capsys):
     np.testing.assert_array_equal(again["training"].audio, expected)
 
 
+@pytest.mark.slow
 def test_two_processes_building_at_once_build_once(root, cache):
     script = (f"from kws_tf.data import open_decoded\n"
               f"d = open_decoded({str(root)!r}, cache_dir={str(cache)!r})\n"
@@ -247,6 +249,7 @@ def _in_memory(root, rate):
     return TrainingData(root, ["down", "go", "yes"], rate, splits)
 
 
+@pytest.mark.slow
 def test_training_from_the_cache_matches_in_memory_and_resumes_exactly(root, cache, tmp_path):
     streamed = load_training_data(root, 8000, cache_dir=cache)
     assert isinstance(streamed["training"], kcache.DecodedSplit)
@@ -268,6 +271,7 @@ def test_training_from_the_cache_matches_in_memory_and_resumes_exactly(root, cac
     assert resumed.metrics["testing"]["clips"] == 9
 
 
+@pytest.mark.slow
 def test_resampling_inside_the_step_trains_the_same_and_ships_a_plain_model(root, cache, tmp_path):
     data = load_training_data(root, 8000, cache_dir=cache)
     pipe = fit(TINY, data, FitConfig(**CFG, resample_on_device=False), output=tmp_path / "p")
@@ -280,6 +284,7 @@ def test_resampling_inside_the_step_trains_the_same_and_ships_a_plain_model(root
     assert dev.metrics["testing"]["accuracy"] == pytest.approx(pipe.metrics["testing"]["accuracy"])
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_share_the_cache_given_by_cache_dir(root, cache, tmp_path, capsys):
     from kws_tf import evaluate, train
 

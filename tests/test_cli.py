@@ -27,6 +27,7 @@ def _cli(module, *args, check=True, **kw):
 TRAIN = ("gru1", "--sample-rate", "8000", "--batch-size", "8", "--quiet", "--no-jit-compile")
 
 
+@pytest.mark.slow
 def test_train_then_evaluate(tiny_root, tmp_path):
     out = tmp_path / "run"
     proc = _cli("kws_tf.train", *TRAIN, "--epochs", "2", "--data", tiny_root, "--output", out)
@@ -54,6 +55,7 @@ def _history(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(tiny_root, tmp_path):
     args = (*TRAIN, "--epochs", "4", "--data", tiny_root)
     _cli("kws_tf.train", *args, "--output", tmp_path / "whole")
@@ -92,6 +94,7 @@ def test_resume_after_sigkill(tiny_root, tmp_path):
     (("gru1", "--data", "{missing}"), "{missing}"),
     (("gru1", "--data", "{root}", "--output", "{blocked}/run"), "cannot write to output folder"),
 ])
+@pytest.mark.slow
 def test_errors_are_one_line_with_exit_code_2(tiny_root, tmp_path, args, message):
     blocked = tmp_path / "a_file"
     blocked.write_text("not a folder")
@@ -103,6 +106,7 @@ def test_errors_are_one_line_with_exit_code_2(tiny_root, tmp_path, args, message
     assert message.format(**fill) in lines[0]
 
 
+@pytest.mark.slow
 def test_corrupt_clip_stops_or_is_skipped(tiny_root, tmp_path):
     import shutil
 
@@ -122,6 +126,7 @@ def test_corrupt_clip_stops_or_is_skipped(tiny_root, tmp_path):
     assert (out / "model.keras").exists()
 
 
+@pytest.mark.slow
 def test_synthetic_data_trains_with_the_synthetic_recipe(tiny_root, tmp_path, monkeypatch):
     """--data synthetic: the embedded recipe where no flag is given, printed and recorded; the
     summary says what the accuracy means and names next commands that run."""

@@ -43,6 +43,7 @@ def _probe(mode):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and ru_minflt")
 def test_reuse_cpu_memory_stops_per_step_page_faults():
     off, on = _probe("off"), _probe("on")

@@ -211,6 +211,7 @@ def test_tf_resample_equals_resample_layer(orig, new, length):
     np.testing.assert_allclose(got, np.asarray(Resample(orig, new)(x)), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_pipeline_under_the_torch_backend(tiny_root, tmp_path):
     """With KERAS_BACKEND=torch tf.data cannot run keras.ops: the plain-TF resampler takes over."""
     pytest.importorskip("torch")
@@ -357,6 +358,7 @@ def test_stats_counts_splits_words_and_unreadable_files(mixed_root, capsys):
     assert any(line.startswith("unreadable: ") and "up/truncated.wav: truncated WAV" in line for line in out)
 
 
+@pytest.mark.slow
 def test_cli_help():
     proc = subprocess.run([sys.executable, "-m", "kws_tf.data", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)

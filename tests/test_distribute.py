@@ -47,6 +47,7 @@ def _result(proc, timeout=600):
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_logical_cpus_checkpoints_and_resumes(tiny_root, tmp_path):
     cache = tmp_path / "cache"
     open_decoded(tiny_root, cache_dir=cache, verbose=False)
@@ -101,6 +102,7 @@ def _free_ports(n):
     return ports
 
 
+@pytest.mark.slow
 def test_two_worker_cluster_on_localhost_trains_and_only_the_chief_writes(tiny_root, tmp_path):
     cache = tmp_path / "cache"
     open_decoded(tiny_root, cache_dir=cache, verbose=False)  # workers only open it

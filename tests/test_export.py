@@ -120,7 +120,7 @@ def test_quantized_models_keep_the_float_top1_where_it_is_clear(exported, traine
         assert same[margin >= clear].all(), (name, np.sort(margin[~same]))
         assert same.mean() >= 0.95, (name, same.mean())
         drop = 100.0 * ((reference.argmax(-1) == y).mean() - (probs.argmax(-1) == y).mean())
-        assert drop <= 2.0, (name, drop)
+        print(name, "drop", drop); assert drop <= 2.0, (name, drop)
 
 
 def test_unrolled_batch1_rebuild_is_the_same_function(trained):

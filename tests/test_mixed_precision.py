@@ -102,6 +102,7 @@ def test_cpu_without_bf16_is_refused_in_one_line(monkeypatch, tmp_path, float32_
 
 
 @needs_bf16
+@pytest.mark.slow
 def test_bf16_fit_trains_where_the_cpu_has_it(tmp_path, float32_after, capsys):
     run = fit(tiny_variant(), _data(), FitConfig(sample_rate=8000, epochs=2, batch_size=20,
                                                  verbose=1, mixed_precision=True), output=tmp_path)
@@ -130,6 +131,7 @@ def _fresh_python(code):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_clusters_take_only_when_asked_for_before_tensorflow_runs():
     out = _fresh_python("""
         import json
@@ -161,6 +163,7 @@ def test_request_keeps_the_users_own_xla_flags(monkeypatch):
 
 
 @needs_bf16
+@pytest.mark.slow
 def test_clustered_bf16_step_computes_the_float32_function_and_the_fit_path_uses_it(tmp_path):
     """In a process that asked first (as the training CLIs do): the bf16 training-mode step with
     XLA fusing the element-wise ops is the float32 model's function, and fit() trains with it

@@ -79,6 +79,7 @@ def test_input_rate_prepends_the_resampler():
     assert rs_model.input_shape == (None, 16000)
 
 
+@pytest.mark.slow
 def test_every_variant_runs_under_the_torch_backend():
     pytest.importorskip("torch")
     code = (

@@ -102,6 +102,7 @@ def test_atomic_writes_get_normal_permissions_and_leave_nothing_on_failure(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
 
 
+@pytest.mark.slow
 def test_xla_fast_build_trains_and_ships_the_plain_build(data, tmp_path):
     run = fit(TINY, data, FitConfig(**{**CFG, "epochs": 1, "jit_compile": True}), output=tmp_path)
     assert run.model.get_layer("block2_conv_bn_pool").__class__.__name__ == "ConvBatchNormPool1D"
@@ -162,6 +163,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(data, tmp_path):
     assert not (tmp_path / "model.keras").exists()
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_uninterrupted(data, tmp_path):
     full = fit(TINY_WD, data, FitConfig(**CFG), output=tmp_path / "a")
 

@@ -12,7 +12,7 @@ from conftest import REPO, tiny_variant
 from kws_tf import artifacts
 from kws_tf.data.tasks import (SILENCE, UNKNOWN, ZERO_SILENCE, count_for, parse_words,
                                silence_clips, task_labels, word_task)
-from kws_tf.training import FitConfig, _train_batches, fit, load_training_data
+from kws_tf.training import FitConfig, train_batches, fit, load_training_data
 
 sys.path.insert(0, str(REPO))
 from benchmarks import streaming  # noqa: E402
@@ -78,7 +78,7 @@ def test_sampling_is_deterministic_per_seed_and_new_each_epoch(decoded):
         np.testing.assert_array_equal(v.read(np.arange(len(v))), c[name].read(np.arange(len(v))))
     # the fit path reads epoch e's sample: batches of epoch 0 and 1 differ in the extra rows
     def epoch_batches(epoch):
-        ds = _train_batches(tr, 64, 0, epoch, False, 8000, decoded.root, None)
+        ds = train_batches(tr, 64, 0, epoch, False, 8000, decoded.root, None)
         (x, y), = list(ds.as_numpy_iterator())
         return x, y
     x0, y0 = epoch_batches(0)
@@ -102,6 +102,7 @@ def test_silence_clips_volumes_and_noise(tiny_root):
     assert not silence_clips((), (0,), [0, 1]).any()  # no noise folder: zeros
 
 
+@pytest.mark.slow
 def test_word_task_fit_records_task_and_resumes_exactly(decoded, tmp_path):
     task = word_task(decoded, ["yes", "down"], seed=0)
     extra = {"words": ["yes", "down"], "silence_percentage": 10.0, "unknown_percentage": 10.0}
