@@ -125,7 +125,7 @@ def exported(subset_root):
 
 
 def shrink_trials(tune, setattr=setattr):
-    """Make experiments/tune.py's trials train tiny_variant-sized models (channels and GRU units
+    """Make the tuner's trials (experiments/tune/) train tiny_variant-sized models (channels and GRU units
     / 16, at least 4): the search, its reports and resume work as at full size, in seconds."""
     full = tune.variant_from_values
 

@@ -44,7 +44,7 @@ def add_reuse_cpu_memory_flag(parser: argparse.ArgumentParser) -> None:
         "--reuse-cpu-memory", action=argparse.BooleanOptionalAction, default=True,
         help="keep freed CPU memory in the process (TensorFlow's BFC allocator, no glibc mmap) "
              "instead of page-faulting ~1 GB back in every step; same results, ~2x faster "
-             "BatchNorm/pooling on CPU (default on; kws_tf/cpu_memory.py)")
+             "BatchNorm/pooling on CPU (default on; kws_tf/platform/cpu_memory.py)")
 
 
 @functools.cache
