@@ -7,16 +7,16 @@ from kws_tf.platform import xla_clusters
 from kws_tf.platform.cpu_memory import GLIBC_ENV
 
 # The fit-path settings this benchmark recommends (keras-tf-opt), see README.md.
-OPT = {"fast": True, "jit_compile": True}
+OPT = {"fused": True, "jit_compile": True}
 # --mixed-precision as the fit path runs it on a CPU (FitConfig.speed_defaults): the fast
 # build, XLA fusing the element-wise ops and oneDNN running the convolutions (CLUSTERS env).
-OPT_BF16 = {"fast": True, "jit_compile": False, "mixed_precision": "mixed_bfloat16"}
+OPT_BF16 = {"fused": True, "jit_compile": False, "mixed_precision": "mixed_bfloat16"}
 # The float32 settings plus the bf16 policy: the whole step compiled by XLA, whose CPU
 # convolutions run through float32; shows what leaving the convolutions to oneDNN gains.
 JIT_BF16 = {**OPT, "mixed_precision": "mixed_bfloat16"}
 # The plain build without XLA under the bf16 policy (TF's oneDNN bf16 kernels): shows what the
 # fused build and XLA add in bf16.
-PLAIN_BF16 = {"fast": False, "jit_compile": False, "mixed_precision": "mixed_bfloat16"}
+PLAIN_BF16 = {"fused": False, "jit_compile": False, "mixed_precision": "mixed_bfloat16"}
 TF = {"KERAS_BACKEND": "tensorflow"}
 # kws_tf.platform.cpu_memory.reuse_cpu_memory(), which the fit path calls by default.
 REUSE = {**TF, "KWS_REUSE_CPU_MEMORY": "1"}
@@ -43,7 +43,7 @@ HEADLINE = ("keras-tf-opt", "torch", "torch-malloc", "keras-tf-opt-bf16", "torch
 ABLATIONS = {
     "tf plain": ("keras", TF, {}),
     "tf jit": ("keras", TF, {"jit_compile": True}),
-    "tf fast": ("keras", TF, {"fast": True}),
+    "tf fast": ("keras", TF, {"fused": True}),
     "tf fast+jit": ("keras", TF, OPT),
     "tf fast+jit spe=2": ("keras", TF, {**OPT, "steps_per_execution": 2}),
     "tf fast+jit inter_op=1": ("keras", {**TF, "KWS_INTER_OP_THREADS": "1"}, OPT),

@@ -95,7 +95,7 @@ def random_batch(batch, samples, num_classes=35, seed=0):
 class KerasTrainer:
     """Keras ``fit`` on in-memory random clips, the same compile the fit path uses."""
 
-    def __init__(self, variant, sample_rate, input_rate=None, batch=100, steps=2, fast=False,
+    def __init__(self, variant, sample_rate, input_rate=None, batch=100, steps=2, fused=False,
                  jit_compile=False, steps_per_execution=1, mixed_precision=None):
         import keras
         from kws_tf import build_model
@@ -107,7 +107,7 @@ class KerasTrainer:
             keras.mixed_precision.set_global_policy("float32")
         v = get_variant(variant)
         self.batch, self.steps = batch, steps
-        self.model = build_model(v, sample_rate, input_rate=input_rate, fast=fast)
+        self.model = build_model(v, sample_rate, input_rate=input_rate, fused=fused)
         # The fit path's own compile: the recipe's optimizer (Adam with PyTorch's eps,
         # SGD with coupled weight decay), one loss for both heads, the accuracy metric.
         compile_model(self.model, FitConfig().recipe(v), 849, jit_compile, steps_per_execution)

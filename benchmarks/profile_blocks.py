@@ -49,7 +49,7 @@ def main(argv=None):
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--plain", action="store_true", help="build_model(fast=False)")
+    p.add_argument("--plain", action="store_true", help="build_model(fused=False)")
     p.add_argument("--no-jit", action="store_true", help="tf.function without XLA")
     p.add_argument("--mixed-precision", action="store_true",
                    help="the mixed_bfloat16 policy (as --mixed-precision trains)")
@@ -71,10 +71,10 @@ def main(argv=None):
     print(f"CPU: {info['model_name']} (family {info['family']} model {info['model']}), "
           f"{info['cores']} cores, fp32 peak {info['peak_gflops_fp32']} GFLOP/s; "
           f"{args.variant}@{args.sample_rate // 1000}kHz batch {args.batch}, "
-          f"{'plain' if args.plain else 'fast'} build, "
+          f"{'plain' if args.plain else 'fused'} build, "
           f"{'no XLA' if args.no_jit else 'XLA'}, reuse_cpu_memory={args.reuse_cpu_memory}, "
           f"{'bfloat16' if args.mixed_precision else 'float32'}")
-    model = build_model(args.variant, args.sample_rate, fast=not args.plain)
+    model = build_model(args.variant, args.sample_rate, fused=not args.plain)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(-1, 1, (args.batch, args.sample_rate)).astype("float32"))
     rows, previous = [], 0.0

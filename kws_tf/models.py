@@ -18,14 +18,14 @@ NUM_CLASSES = 35
 
 def build_model(variant, sample_rate: int = 16000, num_classes: int = NUM_CLASSES,
                 input_rate: int | None = None, name: str | None = None,
-                fast: bool = False, sync_batchnorm: bool = False) -> keras.Model:
+                fused: bool = False, sync_batchnorm: bool = False) -> keras.Model:
     """Build ``variant`` ("gru1" ... "gru6" or a ``Variant``) for audio at ``sample_rate``.
 
     The model maps (batch, sample_rate) float audio in [-1, 1] to (batch, num_classes) scores:
     log-probabilities for the NLL variants (``head="log_softmax"``), logits otherwise.  With
     ``input_rate`` the model takes one second at that rate and resamples it itself.
 
-    ``fast=True`` computes the same function with a formulation that trains faster under
+    ``fused=True`` computes the same function with a formulation that trains faster under
     XLA (``compile(jit_compile=True)``; see benchmarks/README.md): each block's conv,
     BatchNorm and pool are one layer, ``ConvBatchNorm1D`` for block 1 (statistics from the
     input, BatchNorm folded into the conv; ``ConvBatchNormPool1D`` under ``sync_batchnorm``)
@@ -50,7 +50,7 @@ def build_model(variant, sample_rate: int = 16000, num_classes: int = NUM_CLASSE
         x = Resample(input_rate, sample_rate, name="resample")(x)
     x = keras.layers.Reshape((sample_rate, 1), name="add_channel")(x)
     for i, channels in enumerate(v.conv_channels, start=1):
-        x = _conv_block(x, v, i, channels, fast, sync_batchnorm)
+        x = _conv_block(x, v, i, channels, fused, sync_batchnorm)
     # Keras 3 defaults (tanh/sigmoid, reset_after=True, no recurrent dropout, no unroll) keep
     # the GRU eligible for the cuDNN kernel on GPU; the export path rebuilds it unrolled.
     x = keras.layers.GRU(v.gru_units, name="gru")(x)
@@ -61,12 +61,12 @@ def build_model(variant, sample_rate: int = 16000, num_classes: int = NUM_CLASSE
     return keras.Model(audio, x, name=name or f"{v.name}_{rate_tag}")
 
 
-def _conv_block(x, v, i: int, channels: int, fast: bool, sync_batchnorm: bool):
-    """Block ``i``: Conv1D, BatchNorm, ReLU, MaxPool, as four layers or (``fast``) one fused
+def _conv_block(x, v, i: int, channels: int, fused: bool, sync_batchnorm: bool):
+    """Block ``i``: Conv1D, BatchNorm, ReLU, MaxPool, as four layers or (``fused``) one fused
     layer plus ReLU."""
     kernel, stride = (v.first_kernel, v.first_stride) if i == 1 else (v.kernel_size, 1)
     # "valid" padding and BatchNorm(momentum 0.9, eps 1e-5) match PyTorch's defaults.
-    if fast:
+    if fused:
         names = dict(conv_name=f"block{i}_conv", bn_name=f"block{i}_bn",
                      name=f"block{i}_conv_bn_pool")
         if i == 1 and not sync_batchnorm:  # statistics from the one-channel input

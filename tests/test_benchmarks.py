@@ -63,7 +63,7 @@ def test_torch_reference_computes_our_function(variant, rate, input_rate):
                                                      ("gru3", 16000, None)])
 def test_fast_build_is_the_same_model(variant, rate, input_rate):
     plain = build_model(variant, rate, input_rate=input_rate)
-    fast = build_model(variant, rate, input_rate=input_rate, fast=True)
+    fast = build_model(variant, rate, input_rate=input_rate, fused=True)
     _randomize_bn(plain)
     assert [(w.path, w.shape) for w in plain.weights] == [(w.path, w.shape) for w in fast.weights]
     assert count_trainable_params(fast) == VARIANTS[variant].trainable_params
@@ -79,7 +79,7 @@ def test_fast_build_is_the_same_model(variant, rate, input_rate):
 def test_fast_build_has_the_same_gradients():
     import tensorflow as tf
     keras.utils.set_random_seed(0)
-    plain, fast = build_model("gru4", 8000), build_model("gru4", 8000, fast=True)
+    plain, fast = build_model("gru4", 8000), build_model("gru4", 8000, fused=True)
     _randomize_bn(plain)
     fast.set_weights(plain.get_weights())
     x = np.random.default_rng(4).uniform(-1, 1, (3, 8000)).astype("float32")
@@ -105,7 +105,7 @@ def test_fast_build_has_the_same_gradients():
 
 
 def test_fast_build_round_trips_through_keras_file(tmp_path):
-    model = build_model("gru1", 8000, fast=True)
+    model = build_model("gru1", 8000, fused=True)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     x = np.random.default_rng(5).uniform(-1, 1, (2, 8000)).astype("float32")
@@ -218,7 +218,7 @@ def test_headline_columns_compare_with_pytorch_given_our_allocator_and_in_bf16()
         fw, env, opts = run.COLUMNS[column]
         cfg = cfg.speed_defaults(clusters_ready=True)
         assert fw == "keras" and env["KWS_REUSE_CPU_MEMORY"] == "1"
-        assert (opts["fast"], opts["jit_compile"]) == (cfg.fast_model, cfg.jit_compile)
+        assert (opts["fused"], opts["jit_compile"]) == (cfg.fused_model, cfg.jit_compile)
         assert (opts.get("mixed_precision") == "mixed_bfloat16") == cfg.mixed_precision
         assert (env.get("TF_XLA_FLAGS") == " ".join(xla_clusters.FLAGS)) == cfg.xla_clusters
     no_jit = run.ABLATIONS["tf fast bf16 no-jit"][2]

@@ -32,9 +32,9 @@ def float32_after():
 
 
 def test_one_place_decides_the_speed_settings():
-    """The fast build always; fp32 compiled whole by XLA; bf16 on a CPU with XLA fusing the
+    """The fused build always; fp32 compiled whole by XLA; bf16 on a CPU with XLA fusing the
     element-wise ops where TensorFlow started with that, else whole; explicit flags win."""
-    settings = lambda cfg: (cfg.jit_compile, cfg.fast_model, cfg.xla_clusters)  # noqa: E731
+    settings = lambda cfg: (cfg.jit_compile, cfg.fused_model, cfg.xla_clusters)  # noqa: E731
     assert settings(FitConfig().speed_defaults(clusters_ready=True)) == (True, True, False)
     bf16 = FitConfig(mixed_precision=True)
     assert settings(bf16.speed_defaults(clusters_ready=True)) == (False, True, True)
@@ -42,8 +42,8 @@ def test_one_place_decides_the_speed_settings():
     assert settings(bf16.speed_defaults(clusters_ready=True, gpu=True)) == (True, True, False)
     plain = FitConfig(mixed_precision=True, jit_compile=False).speed_defaults(clusters_ready=True)
     assert settings(plain) == (False, False, False)
-    assert FitConfig(jit_compile=False).speed_defaults().fast_model is False
-    assert FitConfig(fast_model=True, mixed_precision=True).speed_defaults().fast_model is True
+    assert FitConfig(jit_compile=False).speed_defaults().fused_model is False
+    assert FitConfig(fused_model=True, mixed_precision=True).speed_defaults().fused_model is True
 
 
 @needs_bf16
@@ -59,11 +59,11 @@ def test_bf16_build_computes_the_float32_function(variant, jit, float32_after):
     ref_model = build_model(variant, 8000)
     ref = ref_model.predict(x, verbose=0)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = build_model(variant, 8000, fast=cfg.fast_model)
+    model = build_model(variant, 8000, fused=cfg.fused_model)
     model.set_weights(ref_model.get_weights())
     # (a training-mode call updates BatchNorm's moving statistics: after the copy)
     ref_train = keras.ops.convert_to_numpy(ref_model(x, training=True))
-    block2 = "block2_conv_bn_pool" if cfg.fast_model else "block2_conv"
+    block2 = "block2_conv_bn_pool" if cfg.fused_model else "block2_conv"
     assert model.get_layer(block2).compute_dtype == "bfloat16"
     out = np.asarray(model.predict(x, verbose=0), np.float32)
     assert out.dtype == np.float32 and np.abs(out - ref).max() <= BF16_RTOL * np.abs(ref).max()
@@ -116,8 +116,8 @@ def test_bf16_fit_trains_where_the_cpu_has_it(tmp_path, float32_after, capsys):
     # TensorFlow ran before the flags could be asked for: compiled whole by XLA)
     recorded = json.loads((tmp_path / "config.json").read_text())["fit_config"]
     expected = FitConfig(mixed_precision=True).speed_defaults(xla_clusters.active())
-    assert (recorded["jit_compile"], recorded["fast_model"], recorded["xla_clusters"]) == \
-        (expected.jit_compile, expected.fast_model, expected.xla_clusters)
+    assert (recorded["jit_compile"], recorded["fused_model"], recorded["xla_clusters"]) == \
+        (expected.jit_compile, expected.fused_model, expected.xla_clusters)
     assert all(np.isfinite(r["loss"]) for r in run.history)
     shipped = keras.models.load_model(tmp_path / "model.keras")
     assert shipped.get_layer("gru").variable_dtype == "float32"  # weights stay float32
@@ -181,7 +181,7 @@ def test_clustered_bf16_step_computes_the_float32_function_and_the_fit_path_uses
         x = np.random.default_rng(0).normal(0, 0.1, (8, 8000)).astype("float32")
         ref_model = build_model("gru4", 8000)
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        model = build_model("gru4", 8000, fast=True)
+        model = build_model("gru4", 8000, fused=True)
         model.set_weights(ref_model.get_weights())
         ref = keras.ops.convert_to_numpy(ref_model(x, training=True))
         out = np.asarray(tf.function(lambda a: model(a, training=True))(x), np.float32)
@@ -195,5 +195,5 @@ def test_clustered_bf16_step_computes_the_float32_function_and_the_fit_path_uses
     """)
     assert out["active"] and 0 < out["err"] <= BF16_RTOL
     cfg = out["fit_config"]
-    assert (cfg["jit_compile"], cfg["fast_model"], cfg["xla_clusters"]) == (False, True, True)
+    assert (cfg["jit_compile"], cfg["fused_model"], cfg["xla_clusters"]) == (False, True, True)
     assert all(np.isfinite(out["losses"]))

@@ -92,7 +92,7 @@ def test_every_variant_runs_under_the_torch_backend():
         "        m = build_model(k, sr, input_rate=16000)\n"
         "        y = keras.ops.convert_to_numpy(m(x))\n"
         "        out[f'{k}_{sr}'] = [list(y.shape), count_trainable_params(m), bool(np.isfinite(y).all())]\n"
-        "plain, fast = build_model('gru4', 8000), build_model('gru4', 8000, fast=True)\n"
+        "plain, fast = build_model('gru4', 8000), build_model('gru4', 8000, fused=True)\n"
         "fast.set_weights(plain.get_weights())\n"
         "d = [keras.ops.convert_to_numpy(plain(x[:, :8000], training=t) - fast(x[:, :8000], training=t))\n"
         "     for t in (False, True)]\n"
@@ -141,7 +141,7 @@ def _conv_bn_float64(x, kernel, bias, gamma, beta, stride, eps=1e-5):
     (16000, 80, 3, 0.0, 0.1), (8000, 80, 3, 0.5, 0.003), (1001, 7, 1, 0.0, 0.1),
     (997, 10, 4, -0.2, 0.1)])
 def test_folded_conv_batchnorm_is_conv_then_batchnorm(samples, kernel, stride, offset, level):
-    """Block 1 of the fast build (batch statistics from patch moments, BatchNorm folded into the
+    """Block 1 of the fused build (batch statistics from patch moments, BatchNorm folded into the
     conv) against float64 Conv1D + BatchNorm: outputs, all four gradients, moving statistics;
     with a DC offset far above a quiet signal, and kernels that are and are not a multiple of
     the stride."""
@@ -218,7 +218,7 @@ def test_folded_block_pools_inside_like_a_pool_layer_after_it():
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="gradients via tf")
 @pytest.mark.parametrize("length", [24, 27])
 def test_window_max_pools_and_differentiates_like_max_pooling(length):
-    """The fast build's pooling: MaxPooling1D's output and gradient, ties included (all of a
+    """The fused build's pooling: MaxPooling1D's output and gradient, ties included (all of a
     window's gradient to its first maximum), also when the length is not a multiple of the
     window."""
     import tensorflow as tf
@@ -268,7 +268,7 @@ def test_conv_with_row_product_gradient_is_the_conv(kernel):
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="gradients via tf")
 @pytest.mark.parametrize("jit", [False, True])
 def test_conv_batchnorm_pool_layer_is_the_three_layers(jit):
-    """Blocks 2-4 of the fast build (pool the conv output, then normalize) against float64
+    """Blocks 2-4 of the fused build (pool the conv output, then normalize) against float64
     Conv1D + BatchNorm + MaxPooling1D: outputs, the gradients of the input and of all four
     weights, moving statistics and inference; negative BatchNorm scales, a length that
     leaves steps out of the last window; eagerly and under XLA (which, on TF 2.21's CPU, got

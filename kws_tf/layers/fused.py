@@ -1,4 +1,4 @@
-"""The fused training layers of the fast build: each block's Conv1D, BatchNormalization and
+"""The fused training layers of the fused build: each block's Conv1D, BatchNormalization and
 max-pooling as one layer, with hand-written gradients where XLA on CPU is slow.
 
 Same function and same weights (paths, shapes, order) as the separate Keras layers, so
@@ -88,7 +88,7 @@ def _conv_rows_gradient(x, kernel):
 
 
 class _ConvBatchNormPool(keras.layers.Layer):
-    """Shared by the fast build's fused blocks: ``Conv1D``'s kernel and bias and
+    """Shared by the fused build's fused blocks: ``Conv1D``'s kernel and bias and
     ``BatchNormalization``'s gamma, beta and moving statistics, with the same variable paths
     ("block1_conv/kernel", "block1_bn/gamma") and order as the separate layers, so
     ``set_weights`` moves them between the builds; and max-pooling over ``pool_size`` steps."""

@@ -23,11 +23,11 @@ class FitConfig:
     seed: int = 0
     augment: bool = False
     # None: decided by ``speed_defaults`` (what fit() runs and config.json records): XLA plus
-    # the fast build (each block one conv+BatchNorm+pool layer), which computes the same function,
+    # the fused build (each block one conv+BatchNorm+pool layer), which computes the same function,
     # measured fastest on CPU (benchmarks/README.md).  model.keras is always the plain build.
     jit_compile: Optional[bool] = None
     # None: with XLA, whole or clustered (without XLA the plain build is faster).
-    fast_model: Optional[bool] = None
+    fused_model: Optional[bool] = None
     mixed_precision: bool = False
     # bf16 on a CPU: XLA fuses the element-wise ops, oneDNN runs the convolutions, instead of
     # XLA compiling the whole step (kws_tf.platform.xla_clusters).  None: on with mixed_precision on a
@@ -62,9 +62,9 @@ class FitConfig:
         }
 
     def speed_defaults(self, clusters_ready: bool = False, gpu: bool = False) -> "FitConfig":
-        """This config with jit_compile, fast_model and xla_clusters decided: the one place.
+        """This config with jit_compile, fused_model and xla_clusters decided: the one place.
 
-        The fast build always; in float32 (and bf16 on a GPU) compiled whole by XLA; in bf16 on
+        The fused build always; in float32 (and bf16 on a GPU) compiled whole by XLA; in bf16 on
         a CPU with XLA fusing the element-wise ops and oneDNN running the convolutions where
         TensorFlow started with that (``clusters_ready``, kws_tf.platform.xla_clusters), else whole by
         XLA: the fastest of each, measured in benchmarks/README.md.  Flags set explicitly are kept."""
@@ -73,8 +73,8 @@ class FitConfig:
             clusters = self.mixed_precision and self.jit_compile is None and clusters_ready \
                 and not gpu
         jit = (not clusters) if self.jit_compile is None else self.jit_compile
-        fast = (jit or clusters) if self.fast_model is None else self.fast_model
-        return dataclasses.replace(self, jit_compile=bool(jit), fast_model=bool(fast),
+        fused = (jit or clusters) if self.fused_model is None else self.fused_model
+        return dataclasses.replace(self, jit_compile=bool(jit), fused_model=bool(fused),
                                    xla_clusters=bool(clusters))
 
     def overrides(self, variant: Variant) -> dict:

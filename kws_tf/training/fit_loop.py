@@ -225,7 +225,7 @@ def _resume_or_build(job: FitJob, resume: bool):
     with distribute.scope(job.strategy):
         model = build_model(v, config.sample_rate, num_classes=len(job.data.labels),
                             input_rate=job.feed_rate(job.data["training"]),
-                            fast=config.fast_model, sync_batchnorm=job.strategy is not None)
+                            fused=config.fused_model, sync_batchnorm=job.strategy is not None)
         compile_model(model, job.recipe, job.steps, config.jit_compile)
     state = {"epoch": 0, "history": [], "best_epoch": None, "best_val_loss": None,
              "batch_losses": [], "train_seconds": 0.0}
@@ -290,7 +290,7 @@ def _finish(job: FitJob, model, state: dict) -> Run:
     # Ship the plain build (standard Keras layers only, raw audio at the model's rate).
     plain = build_model(v, config.sample_rate, num_classes=len(data.labels))
     plain.set_weights(model.get_weights())
-    # Evaluate with the training build (XLA, fast layers) unless each worker holds a part of it.
+    # Evaluate with the training build (XLA, fused layers) unless each worker holds a part of it.
     from .distribute import is_multiworker
 
     scorer = plain if is_multiworker(job.strategy) else model
