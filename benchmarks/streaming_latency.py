@@ -136,7 +136,10 @@ def bench(variant, rate, path, data_root, hop_strides, repeats, threads, schemes
 
 
 def _qname(q, scheme):
-    return "float32" if q == "none" else "int8" if scheme in (None, "full") else f"int8_{scheme}"
+    from kws_tf.export.tflite_convert import INT8_SCHEME
+
+    return ("float32" if q == "none" else "int8" if scheme in (None, INT8_SCHEME)
+            else f"int8_{scheme}")
 
 
 def _targets(rows, variant, rate) -> list:
@@ -187,6 +190,7 @@ def int8_choices(path, data_root, repeats: int, threads: int) -> list:
              "words": calibration_feeds(stream, sinfo, cal16[:words_only])}
     choices = [("float32", "none", None, "words"), ("dynamic", "dynamic", None, "words"),
                ("int8 full, words only", "int8", "full", "words"),
+               ("int8 float_input, words only", "int8", "float_input", "words"),
                ("int8 full, words+noise", "int8", "full", "words+noise"),
                ("int8 float_gru, words+noise", "int8", "float_gru", "words+noise"),
                ("int8 float_input, words+noise", "int8", "float_input", "words+noise"),
@@ -257,8 +261,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="append", default=[], help="RATE=PATH.keras (trained)")
     p.add_argument("--data", help="dataset folder: calibrate int8 on real clips")
     p.add_argument("--hop-strides", type=int, default=1)
-    p.add_argument("--int8-schemes", default="full",
-                   help="comma-separated: full, float_gru, float_input")
+    p.add_argument("--int8-schemes", default="float_input,full",
+                   help="comma-separated int8 schemes: float_input (the export's), full, "
+                        "float_gru")
     p.add_argument("--int8-choices", metavar="MODEL", help="compare quantization choices of "
                    "this trained model.keras (needs --data)")
     p.add_argument("--repeats", type=int, default=200)

@@ -42,8 +42,12 @@ def test_tflite_files_use_builtin_ops_only(exported):
         assert not any(op.startswith("Flex") for op in counts), counts
         # the GRU is unrolled into builtin cell ops, no while loop / TensorList
         assert {"FULLY_CONNECTED", "LOGISTIC", "TANH"} <= set(counts) and "WHILE" not in counts
-    # the int8 file computes in int8 throughout: only its float32 edges are (de)quantized
-    assert tflite.float_ops(out / "model_int8.tflite") == card["exports"]["tflite_int8"]["float_ops"]
+    # the int8 file computes in int8 but for block 1, which reads the raw audio (the default
+    # int8 scheme keeps it float); the card lists those ops
+    floats = tflite.float_ops(out / "model_int8.tflite")
+    assert floats == card["exports"]["tflite_int8"]["float_ops"]
+    assert "CONV_2D" in floats and "FULLY_CONNECTED" not in floats and "TANH" not in floats
+    assert card["exports"]["tflite_int8"]["int8_scheme"] == "float_input"
     assert card["exports"]["tflite_int8"]["float_ops_note"]
 
 
@@ -120,7 +124,10 @@ def test_quantized_models_keep_the_float_top1_where_it_is_clear(exported, traine
         assert same[margin >= clear].all(), (name, np.sort(margin[~same]))
         assert same.mean() >= 0.95, (name, same.mean())
         drop = 100.0 * ((reference.argmax(-1) == y).mean() - (probs.argmax(-1) == y).mean())
-        print(name, "drop", drop); assert drop <= 2.0, (name, drop)
+        # within a point (5 clips): on the models of three CPUs' rounding
+        # (ONEDNN_MAX_CPU_ISA=AVX512_CORE, AVX2, SSE41) the drops were dynamic -0.19/+0.19/-0.19
+        # and int8 (block 1 float) +0.19/-0.38/0.0 points (full int8: 0.0/-0.75/+0.38)
+        assert drop <= 1.0, (name, drop)
 
 
 def test_unrolled_batch1_rebuild_is_the_same_function(trained):

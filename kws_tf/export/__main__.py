@@ -10,7 +10,7 @@ from .. import cli
 from . import __doc__
 from .clips import load_export_data
 from .folder import export
-from .tflite_convert import QUANTIZE_ALL, QUANTIZE_CHOICES
+from .tflite_convert import INT8_SCHEME, INT8_SCHEMES, QUANTIZE_ALL, QUANTIZE_CHOICES
 
 
 def _data_root(arg, model_path):
@@ -47,6 +47,9 @@ def main(argv=None) -> int:
                    help="training clips for the int8 representative dataset")
     p.add_argument("--max-drop", type=float, default=1.0,
                    help="accuracy points a quantized model may lose before a warning (default 1)")
+    p.add_argument("--int8-scheme", default=INT8_SCHEME, choices=sorted(INT8_SCHEMES),
+                   help="how int8 files quantize: " + "; ".join(
+                       f"{k}: {v}" for k, v in INT8_SCHEMES.items()) + f" (default {INT8_SCHEME})")
     p.add_argument("--streaming", action="store_true",
                    help="also write model_stream.keras and model_stream_<q>.tflite: the exact "
                         "streaming model (16 kHz packets in, states as explicit inputs/outputs)")
@@ -79,7 +82,8 @@ def main(argv=None) -> int:
                             args.calibration_clips, args.eval_clips, cache_dir=args.cache_dir,
                             on_error=args.on_error, streaming=args.streaming)
     card = export(model_path, args.output, formats, quantize, data, max_drop=args.max_drop,
-                  streaming=args.streaming, hop_strides=args.hop_strides)
+                  streaming=args.streaming, hop_strides=args.hop_strides,
+                  int8_scheme=args.int8_scheme)
     bad = [k for k, v in card["exports"].items() if v.get("within_tolerance") is False]
     return 1 if bad else 0
 

@@ -14,11 +14,12 @@ from .savedmodel import keras_probabilities
 def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tflite"),
            quantize: Sequence[str] = ("none", "dynamic", "int8"), data: Optional[ExportData] = None,
            parity_clips: int = 64, max_drop: float = 1.0, log=print, streaming: bool = False,
-           hop_strides=None) -> dict:
+           hop_strides=None, int8_scheme=None) -> dict:
     """Export ``model_path`` (a model.keras) and return the model card (also written to disk).
 
     ``streaming`` also writes model_stream.keras and model_stream_<q>.tflite (float32 and each
-    of ``quantize``) at ``hop_strides`` (default: the variant's default hop)."""
+    of ``quantize``) at ``hop_strides`` (default: the variant's default hop).  ``int8_scheme``:
+    one of tflite_convert.INT8_SCHEMES (default INT8_SCHEME)."""
     from .. import artifacts
 
     model_path = Path(model_path)
@@ -49,12 +50,12 @@ def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tfl
     for q in quantize:
         key = "tflite_float32" if q == "none" else f"tflite_{q}"
         card["exports"][key] = checked_tflite(model, q, out, data, reference, accuracy,
-                                               max_drop, log)
+                                               max_drop, log, int8_scheme)
     if streaming:
         from .stream_folder import export_streaming
 
         export_streaming(model, info, out, stream_quantize, data, card, hop_strides,
-                         parity_clips, max_drop, log)
+                         parity_clips, max_drop, log, int8_scheme)
     artifacts.make_readable(out)
     card["evaluation"] = {"split": data.split, "clips": int(len(data.labels)), "source": data.source,
                           "accuracy": {**accuracy, **{k: v[f"{data.split}_accuracy"]

@@ -15,7 +15,7 @@ from .stream import (CARD_KEYS, STREAM_FILES, STREAM_KERAS, calibration_feeds,
 
 def export_streaming(model, info: dict, out: Path, quantize, data: ExportData, card: dict,
                      hop_strides=None, parity_clips: int = 64, max_drop: float = 1.0,
-                     log=print) -> dict:
+                     log=print, int8_scheme=None) -> dict:
     """Write the streaming files for ``quantize`` ("none" = float32 first) into ``out``;
     add their entries to ``card["exports"]`` and the metadata to ``card["streaming"]``."""
     from ..inference import streaming_model as sm
@@ -44,7 +44,7 @@ def export_streaming(model, info: dict, out: Path, quantize, data: ExportData, c
     for q in dict.fromkeys(["none", *quantize]):
         card["exports"][CARD_KEYS[q]] = _checked_stream_tflite(
             unrolled, sinfo, q, feeds, stream_metadata(sinfo, labels, info, _qname(q)), out,
-            data, packets, reference[:parity_clips], accuracy, max_drop, log)
+            data, packets, reference[:parity_clips], accuracy, max_drop, log, int8_scheme)
     return card
 
 
@@ -53,13 +53,13 @@ def _qname(q: str) -> str:
 
 
 def _checked_stream_tflite(unrolled, sinfo, q, feeds, meta, out, data, packets, reference,
-                           accuracy, max_drop, log) -> dict:
+                           accuracy, max_drop, log, int8_scheme=None) -> dict:
     """One streaming .tflite file: float32 must match the Keras stream at every packet; a
     quantized one's accuracy drop (last packet of each clip) is measured."""
     from .. import artifacts
     from ..inference.tflite import TFLiteStream
 
-    content, notes = convert_stream_tflite(unrolled, sinfo, q, feeds)
+    content, notes = convert_stream_tflite(unrolled, sinfo, q, feeds, int8_scheme)
     content = add_metadata(content, meta)
     runner = TFLiteStream(content)
     probs = np.stack([runner.run(p) for p in packets])
