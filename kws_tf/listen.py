@@ -21,7 +21,7 @@ import os
 import sys
 
 from . import cli
-from .inference.streaming import DEFAULTS, RecognizeCommands
+from .inference.streaming import DEFAULTS, RecognizeCommands, decision_settings
 
 
 def _parser():
@@ -35,12 +35,14 @@ def _parser():
     p.add_argument("--hop", type=float, default=None,
                    help="seconds per packet for a window model.keras (rounded to a whole number "
                         "of its strides; default: the variant's default hop)")
-    p.add_argument("--threshold", type=float, default=DEFAULTS["threshold"],
-                   help=f"averaged probability a word needs (default {DEFAULTS['threshold']})")
-    p.add_argument("--average", type=float, default=DEFAULTS["average"],
-                   help=f"seconds of windows averaged (default {DEFAULTS['average']})")
-    p.add_argument("--suppression", type=float, default=DEFAULTS["suppression"],
-                   help=f"seconds after a detection with none reported (default {DEFAULTS['suppression']})")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="averaged probability a word needs (default: the model's own setting, "
+                        f"else {DEFAULTS['threshold']})")
+    p.add_argument("--average", type=float, default=None,
+                   help=f"seconds of windows averaged (default: the model's, else {DEFAULTS['average']})")
+    p.add_argument("--suppression", type=float, default=None,
+                   help="seconds after a detection with none reported (default: the model's, "
+                        f"else {DEFAULTS['suppression']})")
     p.add_argument("--min-count", type=int, default=2,
                    help="windows needed in the average before anything is reported (default 2)")
     return p
@@ -62,7 +64,10 @@ def main(argv=None, stdin=None, stdout=None, stderr=None) -> int:
     recognizer_args = (args.average, args.threshold, args.suppression, args.min_count)
     RecognizeCommands(["x"], *recognizer_args)  # bad settings fail before the model loads
     runner = StreamingRunner.load(args.model, args.hop, note=note)
-    recognizer = RecognizeCommands(runner.labels, *recognizer_args)
+    settings, line = decision_settings(runner.info, args.threshold, args.average, args.suppression)
+    note(line)
+    recognizer = RecognizeCommands(runner.labels, settings["average"], settings["threshold"],
+                                   settings["suppression"], args.min_count)
     if args.input == "-":
         source = stdin if stdin is not None else sys.stdin.buffer
         packets, name = pcm_packets(source, runner.hop, note), "standard input"

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import cli
 from .inference.scorers import Scorer, load_scorer
-from .inference.streaming import DEFAULTS, RecognizeCommands, stream
+from .inference.streaming import DEFAULTS, RecognizeCommands, decision_settings, stream
 
 AUDIO_SUFFIXES = (".wav", ".wave")
 
@@ -125,14 +125,15 @@ def parse_args(argv=None):
     s.add_argument("--window", type=float, default=1.0, help="window length in seconds (default 1.0)")
     s.add_argument("--hop", type=float, default=None,
                    help="seconds between windows (default 0.25; a streaming model's: its packet)")
-    s.add_argument("--threshold", type=float, default=DEFAULTS["threshold"],
-                   help="averaged probability a word needs to be reported "
-                        f"(default {DEFAULTS['threshold']})")
-    s.add_argument("--average", type=float, default=DEFAULTS["average"],
-                   help=f"seconds of windows averaged before deciding (default {DEFAULTS['average']})")
-    s.add_argument("--suppression", type=float, default=DEFAULTS["suppression"],
-                   help="seconds after a detection during which nothing is reported "
-                        f"(default {DEFAULTS['suppression']})")
+    s.add_argument("--threshold", type=float, default=None,
+                   help="averaged probability a word needs to be reported (default: the "
+                        f"model's own setting, else {DEFAULTS['threshold']})")
+    s.add_argument("--average", type=float, default=None,
+                   help="seconds of windows averaged before deciding (default: the model's, "
+                        f"else {DEFAULTS['average']})")
+    s.add_argument("--suppression", type=float, default=None,
+                   help="seconds after a detection during which nothing is reported (default: "
+                        f"the model's, else {DEFAULTS['suppression']})")
     s.add_argument("--min-count", type=int, default=2,
                    help="windows needed in the average before anything is reported (default 2)")
     s.add_argument("--windows", action="store_true",
@@ -164,8 +165,7 @@ def main(argv=None) -> int:
     path = args.inputs[0]
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such file")
-    recognizer = RecognizeCommands(scorer.labels, args.average, args.threshold, args.suppression,
-                                   args.min_count)
+    recognizer = _recognizer(args, scorer.labels, getattr(scorer, "info", {}))
     audio = read_audio(path, scorer.sample_rate)
     detections = stream(scorer, audio, args.window, 0.25 if args.hop is None else args.hop,
                         recognizer)
@@ -201,6 +201,14 @@ def is_streaming_model(path) -> bool:
     return False
 
 
+def _recognizer(args, labels, info: dict) -> RecognizeCommands:
+    """The detector with the flags' settings, else the model's own, else the defaults (said)."""
+    settings, line = decision_settings(info, args.threshold, args.average, args.suppression)
+    print(line, file=sys.stderr, flush=True)
+    return RecognizeCommands(labels, settings["average"], settings["threshold"],
+                             settings["suppression"], args.min_count)
+
+
 def stream_packets(args) -> int:
     """--stream through a streaming model, one packet at a time (kws_tf.listen's path)."""
     from .inference.packets import StreamingRunner, wav_packets
@@ -218,7 +226,7 @@ def stream_packets(args) -> int:
     recognizer_args = (args.average, args.threshold, args.suppression, args.min_count)
     RecognizeCommands(["x"], *recognizer_args)  # bad settings fail before the model loads
     runner = StreamingRunner.load(args.model, hop, note=note)
-    recognizer = RecognizeCommands(runner.labels, *recognizer_args)
+    recognizer = _recognizer(args, runner.labels, runner.info)
     found = 0
     for d in runner.detections(wav_packets(path, runner.hop, note), recognizer):
         found += 1

@@ -222,3 +222,25 @@ def test_predict_stream_packets(files, capsys):
                                  files["wav"].parent / "model_stream.keras", LABELS)
     assert cli.run(predict, [str(saved), *argv[1:], "--window", "0.8"]) == 2
     assert "--window must be 1.0" in capsys.readouterr().err
+
+
+def test_a_models_own_decision_settings_are_used_and_said(files, tmp_path, capsys):
+    """A model.keras whose metadata holds decision settings streams with them unless a flag
+    says otherwise, and listen/predict say which settings they use and where from."""
+    from kws_tf.predict import main as predict
+
+    path = artifacts.save_model(_model(16000), tmp_path / "tuned.keras", LABELS,
+                                decision={"threshold": 0.99, "average": 0.25, "suppression": 2.0})
+    assert listen([str(path), str(files["wav"]), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert ("decision: threshold 0.99 (the model's), average 0.25 s (the model's), "
+            "suppression 2 s (the model's)") in captured.err
+    strict = [json.loads(line) for line in captured.out.splitlines()]
+    assert all(r["score"] >= 0.99 for r in strict)
+    assert listen([str(path), str(files["wav"]), "--json", "--threshold", "0.3"]) == 0
+    captured = capsys.readouterr()
+    assert "threshold 0.3 (--threshold)" in captured.err and "average 0.25 s (the model's)" in captured.err
+    loose = [json.loads(line) for line in captured.out.splitlines()]
+    assert len(loose) > len(strict), (loose, strict)  # the flag, not the model's 0.99, decided
+    assert predict([str(path), str(files["wav"]), "--stream", "--json"]) == 0
+    assert "threshold 0.99 (the model's)" in capsys.readouterr().err

@@ -148,16 +148,17 @@ class StreamingRunner:
                 _tell(note, f"note: {path.name} streams {info['hop'] / STREAM_RATE * 1000:g} ms "
                             f"packets; --hop {hop:g} s does not apply to it")
             return cls(KerasStep(model), info, info["labels"])
-        return cls.from_window_model(model, info["labels"], hop, note=note, name=path.name)
+        return cls.from_window_model(model, info["labels"], hop, note=note, name=path.name,
+                                     decision=info.get("decision"))
 
     @classmethod
     def from_window_model(cls, model, labels, hop: float | None = None, note: Note = None,
-                          name: str = "the model") -> "StreamingRunner":
+                          name: str = "the model", decision: dict | None = None) -> "StreamingRunner":
         from .streaming_model import build_streaming_model, streaming_info
 
         strides = None if hop is None else hop_strides_for(model, hop, note)
         stream = build_streaming_model(model, strides)
-        info = streaming_info(stream)
+        info = {**streaming_info(stream), **({"decision": decision} if decision else {})}
         if hop is None:
             _tell(note, f"note: {name} is a window model: streaming it exactly in "
                         f"{info['hop'] / STREAM_RATE * 1000:g} ms packets (its default hop)")

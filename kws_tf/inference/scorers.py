@@ -66,6 +66,7 @@ class KerasScorer(Scorer):
         from .. import artifacts
 
         self.model, info = artifacts.load_model(path, compile=False)
+        self.info = info
         # The rate of the audio it takes: an 8 kHz model may resample 16 kHz input itself.
         self.labels, self.sample_rate = list(info["labels"]), int(info["input_rate"])
 

@@ -32,6 +32,27 @@ class Detection:
 DEFAULTS = {"threshold": 0.9, "average": 0.5, "suppression": 0.75}
 
 
+SETTING_UNITS = {"threshold": "", "average": " s", "suppression": " s"}
+
+
+def decision_settings(info: dict, threshold=None, average=None, suppression=None) -> tuple:
+    """``(settings, line)``: the threshold, averaging and suppression a stream decides with,
+    each from its flag where one was given, else from the model's own settings (its metadata's
+    ``decision``, chosen for that model), else kws_tf's defaults; ``line`` says which is which."""
+    given = {"threshold": threshold, "average": average, "suppression": suppression}
+    stored = dict((info or {}).get("decision") or {})
+    settings, parts = {}, []
+    for name, value in given.items():
+        if value is not None:
+            settings[name], where = float(value), f"--{name}"
+        elif stored.get(name) is not None:
+            settings[name], where = float(stored[name]), "the model's"
+        else:
+            settings[name], where = float(DEFAULTS[name]), "default"
+        parts.append(f"{name} {settings[name]:g}{SETTING_UNITS[name]} ({where})")
+    return settings, "decision: " + ", ".join(parts)
+
+
 class RecognizeCommands:
     """Turns a stream of per-window probabilities into keyword detections.
 
