@@ -136,10 +136,7 @@ def bench(variant, rate, path, data_root, hop_strides, repeats, threads, schemes
 
 
 def _qname(q, scheme):
-    from kws_tf.export.tflite_convert import INT8_SCHEME
-
-    return ("float32" if q == "none" else "int8" if scheme in (None, INT8_SCHEME)
-            else f"int8_{scheme}")
+    return "float32" if q == "none" else "int8" if scheme is None else f"int8_{scheme}"
 
 
 def _targets(rows, variant, rate) -> list:
@@ -194,6 +191,7 @@ def int8_choices(path, data_root, repeats: int, threads: int) -> list:
                ("int8 full, words+noise", "int8", "full", "words+noise"),
                ("int8 float_gru, words+noise", "int8", "float_gru", "words+noise"),
                ("int8 float_input, words+noise", "int8", "float_input", "words+noise"),
+               ("int8 float_early, words+noise", "int8", "float_early", "words+noise"),
                ("int16x8, words+noise", "int16x8", None, "words+noise")]
     rows = []
     for name, q, scheme, calib in choices:
@@ -261,9 +259,10 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="append", default=[], help="RATE=PATH.keras (trained)")
     p.add_argument("--data", help="dataset folder: calibrate int8 on real clips")
     p.add_argument("--hop-strides", type=int, default=1)
-    p.add_argument("--int8-schemes", default="float_input,full",
-                   help="comma-separated int8 schemes: float_input (the export's), full, "
-                        "float_gru")
+    p.add_argument("--int8-schemes", default="default,full",
+                   help="comma-separated int8 schemes: default (the export's: float_input "
+                        "for window files, float_early for streaming ones), float_input, "
+                        "float_early, full, float_gru")
     p.add_argument("--int8-choices", metavar="MODEL", help="compare quantization choices of "
                    "this trained model.keras (needs --data)")
     p.add_argument("--repeats", type=int, default=200)
@@ -287,7 +286,8 @@ def main(argv=None) -> int:
         for v in args.variants.split(","):
             for rate in map(int, args.rates.split(",")):
                 rows += bench(v, rate, models.get(str(rate)), args.data, args.hop_strides,
-                              args.repeats, args.threads, args.int8_schemes.split(","))
+                              args.repeats, args.threads,
+                              [None if s == "default" else s for s in args.int8_schemes.split(",")])
     _print(rows)
     result = {"command": "python -m benchmarks.streaming_latency " + " ".join(
         argv if argv is not None else sys.argv[1:]), "kind": kind,

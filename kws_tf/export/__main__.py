@@ -10,7 +10,8 @@ from .. import cli
 from . import __doc__
 from .clips import load_export_data
 from .folder import export
-from .tflite_convert import INT8_SCHEME, INT8_SCHEMES, QUANTIZE_ALL, QUANTIZE_CHOICES
+from .tflite_convert import (INT8_SCHEME, INT8_SCHEMES, QUANTIZE_ALL, QUANTIZE_CHOICES,
+                             STREAM_INT8_SCHEME)
 
 
 def _data_root(arg, model_path):
@@ -47,9 +48,10 @@ def main(argv=None) -> int:
                    help="training clips for the int8 representative dataset")
     p.add_argument("--max-drop", type=float, default=1.0,
                    help="accuracy points a quantized model may lose before a warning (default 1)")
-    p.add_argument("--int8-scheme", default=INT8_SCHEME, choices=sorted(INT8_SCHEMES),
+    p.add_argument("--int8-scheme", default=None, choices=sorted(INT8_SCHEMES),
                    help="how int8 files quantize: " + "; ".join(
-                       f"{k}: {v}" for k, v in INT8_SCHEMES.items()) + f" (default {INT8_SCHEME})")
+                       f"{k}: {v}" for k, v in INT8_SCHEMES.items()) + f" (default {INT8_SCHEME} "
+                       f"for window files, {STREAM_INT8_SCHEME} for streaming ones)")
     p.add_argument("--streaming", action="store_true",
                    help="also write model_stream.keras and model_stream_<q>.tflite: the exact "
                         "streaming model (16 kHz packets in, states as explicit inputs/outputs)")

@@ -22,7 +22,8 @@ STREAM_FILES = {"none": "model_stream_float32.tflite", "dynamic": "model_stream_
                 "int8": "model_stream_int8.tflite", "int16x8": "model_stream_int16x8.tflite"}
 CARD_KEYS = {"none": "tflite_stream_float32", "dynamic": "tflite_stream_dynamic",
              "int8": "tflite_stream_int8", "int16x8": "tflite_stream_int16x8"}
-CALIBRATION_FEEDS = 600  # packets (with their states) the int8 calibration sees
+CALIBRATION_FEEDS = 2400  # packets (with their states) the int8 calibration sees: all of
+# 200 clips at 8 kHz (11 packets each); a sample lost up to a point on gru4 (ranges too narrow)
 
 
 def stream_packets(clips, info: dict) -> np.ndarray:
@@ -105,7 +106,7 @@ def convert_stream_tflite(stream, info: dict, quantize: str = "none", feeds=None
                           int8_scheme: str | None = None) -> tuple:
     """``(flatbuffer, notes)`` for a streaming model in TFLite form (``tflite_stream_graph``)."""
     from ..inference import tflite
-    from .tflite_convert import QUANTIZE_CHOICES, _convert, _quantized_notes
+    from .tflite_convert import STREAM_INT8_SCHEME, QUANTIZE_CHOICES, _convert, _quantized_notes
 
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
@@ -114,7 +115,8 @@ def convert_stream_tflite(stream, info: dict, quantize: str = "none", feeds=None
     with tempfile.TemporaryDirectory(prefix="kws-stream-") as tmp:
         _write_stream_archive(stream, info, tmp)
         content, notes = _convert(tmp, quantize, (lambda: iter(feeds)) if feeds else None,
-                                  signature="serving_default", int8_scheme=int8_scheme)
+                                  signature="serving_default",
+                                  int8_scheme=int8_scheme or STREAM_INT8_SCHEME)
     what = f"the {quantize} streaming TFLite model"
     notes["ops"] = tflite.check_builtin_only(content, what)
     check_signature(content, info, what)

@@ -24,8 +24,13 @@ INT8_SCHEMES = {"full": "full integer (TFLITE_BUILTINS_INT8): int8 weights per c
                 "float_gru": "selective: convolutions int8 (weights per channel, activations "
                              "calibrated), GRU and classifier float32",
                 "float_input": "selective: the ops that read the raw audio (block 1's "
-                               "convolution; the streaming resampler) float32, the rest int8"}
+                               "convolution; the streaming resampler) float32, the rest int8",
+                "float_early": "selective: the resampler and blocks 1-3 float32, block 4, GRU "
+                               "and classifier int8"}
 INT8_SCHEME = "float_input"
+# The streaming files quantize their state paths too, and lost 2 points with float_input;
+# blocks 1-3 in float kept them within a point at the int8 file's speed (docs/export.md).
+STREAM_INT8_SCHEME = "float_early"
 
 
 def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarray] = None,
@@ -151,7 +156,8 @@ _GRU_OPS = ("FULLY_CONNECTED", "LOGISTIC", "TANH", "MUL", "ADD", "SUB", "SPLIT",
 # Audio is quiet next to its [-1, 1] range: 8 bits of it lose the most (see docs/export.md).
 _INPUT_NODES = re.compile(r"/(block1|resample)_")
 _SELECTIVE = {"float_gru": {"denylisted_ops": _GRU_OPS},
-              "float_input": {"node_pattern": _INPUT_NODES}}
+              "float_input": {"node_pattern": _INPUT_NODES},
+              "float_early": {"node_pattern": re.compile(r"/(block[123]|resample)_")}}
 
 
 def _selective_int8(converter, denylisted_ops=(), node_pattern=None) -> bytes:
