@@ -2,6 +2,7 @@
 loop touches each room), no module over 400 lines, no function over 60, a short package root."""
 import ast
 import importlib
+import os
 import sys
 
 import pytest
@@ -22,6 +23,17 @@ def _modules():
 
 
 MODULES = dict(_modules())
+
+
+@pytest.fixture(autouse=True)
+def same_environment():
+    """Some scripts set process defaults on import (benchmarks/gpu.py: KERAS_BACKEND=torch for
+    the machine it is meant for); the tests that start subprocesses after these must not
+    inherit them."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

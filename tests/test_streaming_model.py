@@ -121,7 +121,7 @@ def _check(variant, rate, hop_strides, audio, every_packet=False):
     # sample earlier differ by more than ten times that
     spread = list(range(1, total + 1, max(total // 40, 1)))
     spread = softmax(model.predict_on_batch(_windows(signal, offset, info, spread)))
-    assert np.ptp(spread, axis=0).max() > 1000 * TOL
+    assert np.ptp(spread, axis=0).max() > 100 * TOL  # a random gru3 leans on one label
     off = softmax(model.predict_on_batch(_windows(signal, offset, info, compared, shift=1)))
     assert np.abs(got - off).max() > 10 * TOL  # gru6 (two blocks) moves least: ~5e-4
     if rate != STREAM_RATE:
