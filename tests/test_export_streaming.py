@@ -173,3 +173,20 @@ def test_cli_streaming_flag(model_path, subset_root, tmp_path, capsys):
         "labels.txt", "model_card.json", "model_float32.tflite", "model_stream.keras",
         "model_stream_float32.tflite"]
     assert "model_stream_float32.tflite" in printed and "over every packet" in printed
+
+
+@pytest.mark.slow
+def test_latency_benchmark_rows():
+    from benchmarks.streaming_latency import bench
+
+    rows = bench("gru1", 8000, None, None, 1, 3, 1, [None])
+    timed = {(r["model"], r["quantization"]): r for r in rows if "median_ms" in r and "check" not in r}
+    assert set(timed) == {("window", "float32"), ("stream", "float32"), ("window", "int8"),
+                          ("stream", "int8")}
+    stream = timed[("stream", "int8")]
+    assert stream["hop"] == 1536 and stream["calls_per_second"] == pytest.approx(16000 / 1536)
+    assert stream["cpu_ms_per_second"] == pytest.approx(stream["median_ms"] * 16000 / 1536)
+    assert timed[("window", "int8")]["calls_per_second"] == 4.0
+    checks = [r for r in rows if "check" in r]
+    assert any("ms per packet" in r["check"] for r in checks)
+    assert all(r["decisions_ratio"] == pytest.approx(2.6, abs=0.01) for r in checks if "ratio" in r)
