@@ -62,6 +62,9 @@ def test_files_and_card_entries(exported, data):
     assert i8["accuracy_drop_points"] == pytest.approx(
         100 * (f32["validation_accuracy"] - i8["validation_accuracy"]), abs=1e-3)
     assert i8["max_drop_points"] == 1.0 and "int8_mode" in i8 and "float_ops" in i8
+    # the streaming default keeps the resampler and blocks 1-3 float, block 4 and the GRU int8
+    assert i8["int8_scheme"] == "float_early" and "CONV_2D" in i8["float_ops"]
+    assert "FULLY_CONNECTED" not in i8["float_ops"] and "TANH" not in i8["float_ops"]
     # the data carries 16 kHz copies of the same clips for the stream
     assert data.stream_audio.shape == (len(data.audio), 16000)
     assert on_disk["streaming"]["labels"] == WORDS and on_disk["streaming"]["hop"] == 1536

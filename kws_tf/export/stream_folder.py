@@ -24,7 +24,8 @@ def export_streaming(model, info: dict, out: Path, quantize, data: ExportData, c
     stream = sm.build_streaming_model(model, hop_strides)
     sinfo = sm.streaming_info(stream)
     meta = stream_metadata(sinfo, labels, info, "float32")
-    cal16, eval16 = data.stream_clips(int(info["sample_rate"]))
+    # the evaluation clips are at the window model's input rate (16 kHz if it resamples inside)
+    cal16, eval16 = data.stream_clips(int(info.get("input_rate", info["sample_rate"])))
     packets = stream_packets(eval16, sinfo)
     reference = keras_stream(stream, sinfo, packets)  # (clips, packets, classes)
     accuracy = {"keras": float((reference[:, -1].argmax(-1) == data.labels).mean())}
