@@ -25,6 +25,14 @@ def check_parity(reference: np.ndarray, probs: np.ndarray, what: str, atol: floa
     return {"clips": int(len(probs)), "max_abs_diff": diff, "same_top1": same}
 
 
+def accuracy_drop(accuracy: dict, acc: float, max_drop: float) -> dict:
+    """A quantized file's card entries: the points it loses against the float32 file (the Keras
+    model where there is none), and whether that is within ``max_drop``."""
+    drop = 100.0 * (accuracy.get("float32", accuracy["keras"]) - acc)
+    return {"accuracy_drop_points": round(drop, 3), "max_drop_points": max_drop,
+            "within_tolerance": bool(drop <= max_drop)}
+
+
 def checked_savedmodel(model, labels, out: Path, data: ExportData, reference, log) -> dict:
     """Write the SavedModel; its probabilities and labels must match the Keras model's."""
     dest = export_savedmodel(model, labels, out / "savedmodel")
@@ -56,9 +64,8 @@ def checked_tflite(model, q: str, out: Path, data: ExportData, reference, accura
         accuracy["float32"] = acc
         line = f"parity max|diff| {entry['parity']['max_abs_diff']:.2e}, same top-1"
     else:
-        drop = 100.0 * (accuracy.get("float32", accuracy["keras"]) - acc)
-        entry.update(accuracy_drop_points=round(drop, 3), max_drop_points=max_drop,
-                     within_tolerance=bool(drop <= max_drop))
+        entry.update(accuracy_drop(accuracy, acc, max_drop))
+        drop = entry["accuracy_drop_points"]
         line = f"accuracy drop vs float {drop:+.2f} points"
         if q in ("int8", "int16x8"):
             entry.update({k: notes[k] for k in (f"{q}_mode", "float_ops", "float_ops_note",

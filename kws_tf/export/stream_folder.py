@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import check_parity
+from .checks import accuracy_drop, check_parity
 from .clips import ExportData
 from .metadata import add_metadata, stream_metadata
 from .stream import (CARD_KEYS, STREAM_FILES, STREAM_KERAS, calibration_feeds,
@@ -80,9 +80,8 @@ def _checked_stream_tflite(unrolled, sinfo, q, feeds, meta, out, data, packets, 
         accuracy["float32"] = acc
         line = f"parity max|diff| {entry['parity']['max_abs_diff']:.2e} over every packet"
     else:
-        drop = 100.0 * (accuracy.get("float32", accuracy["keras"]) - acc)
-        entry.update(accuracy_drop_points=round(drop, 3), max_drop_points=max_drop,
-                     within_tolerance=bool(drop <= max_drop))
+        entry.update(accuracy_drop(accuracy, acc, max_drop))
+        drop = entry["accuracy_drop_points"]
         entry.update({k: notes[k] for k in notes if k.endswith("_mode") or k.startswith(
             "float_ops") or k == "int8_scheme"})
         line = f"accuracy drop vs float {drop:+.2f} points"
