@@ -160,7 +160,9 @@ def test_zero_states_are_silence():
         out = stream.predict_on_batch({"audio": np.zeros((1, info["hop"]), np.float32), **states})
         states = {name: out[name] for name in states}
         np.testing.assert_allclose(out["probabilities"], want, atol=TOL)
-        assert max(np.abs(s).max() for s in states.values()) < 1e-6
+        # zero up to float32 rounding of activations minus their silence level (3.8e-6 seen
+        # under ONEDNN_MAX_CPU_ISA=AVX2; the activations themselves are of order 1)
+        assert max(np.abs(s).max() for s in states.values()) < 1e-4
 
 
 def test_geometry_hops_states_and_defaults():
