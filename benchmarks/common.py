@@ -85,6 +85,19 @@ def machine_tag(peak: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- workloads
+def latency_ms(fn, repeats: int, warmup: int = 10) -> dict:
+    """Median and 95th-percentile wall time of ``fn()`` in ms, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95)),
+            "repeats": repeats}
+
+
 def random_batch(batch, samples, num_classes=35, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (batch, samples)).astype("float32")

@@ -14,22 +14,11 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-
-def _time(fn, repeats: int, warmup: int = 5) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95)),
-            "repeats": repeats}
+from .common import latency_ms
 
 
 def _size(path: Path) -> int:
@@ -67,15 +56,15 @@ def bench_rate(rate: int, model_path, variant: str, data_root, repeats: int, thr
         keras_file = tmp / "model.keras"
         model.save(keras_file)
         rows["keras"] = {"size_bytes": _size(keras_file),
-                         **_time(lambda: model.predict_on_batch(clip), repeats)}
+                         **latency_ms(lambda: model.predict_on_batch(clip), repeats, warmup=5)}
         sm = export_savedmodel(model, labels, tmp / "savedmodel")
         runner = SavedModelRunner(sm)
-        rows["savedmodel"] = {"size_bytes": _size(sm), **_time(lambda: runner(clip), repeats)}
+        rows["savedmodel"] = {"size_bytes": _size(sm), **latency_ms(lambda: runner(clip), repeats, warmup=5)}
         for q, name in (("none", "tflite_float32"), ("dynamic", "tflite_dynamic"), ("int8", "tflite_int8"),
                         ("int16x8", "tflite_int16x8")):
             content, _ = convert_tflite(model, q, calibration)
             lite = TFLiteModel(content, num_threads=threads)
-            rows[name] = {"size_bytes": len(content), **_time(lambda: lite.probabilities(clip), repeats)}
+            rows[name] = {"size_bytes": len(content), **latency_ms(lambda: lite.probabilities(clip), repeats, warmup=5)}
     return rows
 
 

@@ -26,20 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .common import latency_ms
+
 RESULTS = Path(__file__).resolve().parent / "results"
 WINDOW_HOP_SECONDS = 0.25
-
-
-def _time(fn, repeats: int, warmup: int = 10) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95)),
-            "repeats": repeats}
 
 
 def _model(variant: str, rate: int, path=None):
@@ -107,7 +97,7 @@ def bench(variant, rate, path, data_root, hop_strides, repeats, threads, schemes
     for q, scheme in [("none", None), *[("int8", s) for s in schemes]]:
         content, _ = convert_tflite(model, q, cal, int8_scheme=scheme)
         lite = TFLiteModel(content, num_threads=threads)
-        t = _time(lambda: lite.probabilities(clip), repeats)
+        t = latency_ms(lambda: lite.probabilities(clip), repeats)
         rows.append({**base, "model": "window", "quantization": _qname(q, scheme),
                      "size_bytes": len(content), **t, "seconds_per_call": 1.0,
                      "calls_per_second": 1 / WINDOW_HOP_SECONDS,
@@ -123,7 +113,7 @@ def bench(variant, rate, path, data_root, hop_strides, repeats, threads, schemes
             state["states"] = {n: out[n] for n in state["states"]}
             state["i"] += 1
 
-        t = _time(step, repeats * 4)
+        t = latency_ms(step, repeats * 4)
         rows.append({**base, "model": "stream", "hop_strides": hop_strides, "hop": hop,
                      "quantization": _qname(q, scheme), "size_bytes": len(content), **t,
                      "seconds_per_call": hop / 16000, "calls_per_second": 16000 / hop,
@@ -199,7 +189,7 @@ def int8_choices(path, data_root, repeats: int, threads: int) -> list:
         content, _ = convert_tflite(model, q, c, int8_scheme=scheme)
         lite = TFLiteModel(content, num_threads=threads)
         row = {"model": "window", "choice": name, "size_bytes": len(content),
-               **_time(lambda: lite.probabilities(splits["testing"].audio[:1]), repeats)}
+               **latency_ms(lambda: lite.probabilities(splits["testing"].audio[:1]), repeats)}
         for s, d in splits.items():
             row[f"{s}_accuracy"] = float((lite.probabilities(d.audio).argmax(-1) == d.labels).mean())
         rows.append(row)
@@ -211,7 +201,7 @@ def int8_choices(path, data_root, repeats: int, threads: int) -> list:
             probs = np.stack([runner.run(p)[-1] for p in packets])
             row[f"{s}_accuracy"] = float((probs.argmax(-1) == d.labels).mean())
         feed = {"audio": packets[0, :1], **runner.zero_states()}
-        row.update(_time(lambda: runner.step(feed), repeats * 4))
+        row.update(latency_ms(lambda: runner.step(feed), repeats * 4))
         rows.append(row)
     for s, d in splits.items():  # the Keras stream: what the float32 file must equal
         ref = keras_stream(stream, sinfo, stream_packets(d.stream_clips(rate)[1], sinfo))

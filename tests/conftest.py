@@ -69,6 +69,24 @@ def tiny_variant(base="gru1", name="tiny", **changes):
                                                    **changes})
 
 
+def busy_batchnorm(model, rng, sharpen: float, conv_bias_sd: float = 0.0):
+    """Give an untrained model's BatchNorms non-trivial statistics (so a block's activations on
+    silence are not zero), optionally random conv biases, and a sharper classifier (scores
+    that move); in layer order, so the same ``rng`` gives the same weights."""
+    for layer in model.layers:
+        if layer.name.endswith("_bn"):
+            c = layer.moving_mean.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2.0, c), rng.normal(0, 0.3, c),
+                               rng.normal(0, 0.05, c), rng.uniform(0.02, 0.2, c)])
+        elif conv_bias_sd and layer.name.endswith("_conv"):
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, rng.normal(0, conv_bias_sd, bias.shape)])
+        elif layer.name == "classifier":
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel * sharpen, bias])
+    return model
+
+
 def tiny_data(root, rate):
     """Three classes of tones, in memory: 40 training, 12 validation, 12 test clips."""
     from kws_tf.training import SplitArrays, TrainingData

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import busy_batchnorm
 from kws_tf import artifacts, build_model
 from kws_tf.export import export, load_export_data, main
 from kws_tf.export.metadata import add_metadata, decision_settings, stream_metadata
@@ -24,15 +25,7 @@ WORDS = ["down", "no", "up", "yes"]
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     rng = np.random.default_rng(0)
-    model = build_model("gru1", 8000, num_classes=len(WORDS))
-    for layer in model.layers:
-        if layer.name.endswith("_bn"):
-            c = layer.moving_mean.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2.0, c), rng.normal(0, 0.3, c),
-                               rng.normal(0, 0.05, c), rng.uniform(0.02, 0.2, c)])
-        elif layer.name == "classifier":
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel * 4, bias])
+    model = busy_batchnorm(build_model("gru1", 8000, num_classes=len(WORDS)), rng, sharpen=4)
     path = tmp_path_factory.mktemp("stream-model") / "model.keras"
     artifacts.save_model(model, path, WORDS, variant="gru1")
     return path

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import write_wav
+from conftest import busy_batchnorm, write_wav
 from kws_tf import artifacts, cli
 from kws_tf.inference import streaming_model
 from kws_tf.inference.packets import (StreamingRunner, StreamResampler, pcm_packets,
@@ -43,16 +43,7 @@ def speech(subset_root):
 def _model(rate, seed=0):
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_model("gru4", rate, len(LABELS))
-    for layer in model.layers:
-        if layer.name.endswith("_bn"):
-            c = layer.moving_mean.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2.0, c), rng.normal(0, 0.3, c),
-                               rng.normal(0, 0.05, c), rng.uniform(0.02, 0.2, c)])
-        elif layer.name == "classifier":
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel * 6, bias])
-    return model
+    return busy_batchnorm(build_model("gru4", rate, len(LABELS)), rng, sharpen=6)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import busy_batchnorm
 from kws_tf import build_streaming_model
 from kws_tf.inference.scorers import softmax
 from kws_tf.inference.stream_geometry import (STREAM_RATE, default_hop_strides, streaming_cost,
@@ -48,19 +49,7 @@ def _model(variant, rate, seed=0):
     """An untrained window model whose BatchNorm does something (see the module docstring)."""
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_model(variant, rate, CLASSES)
-    for layer in model.layers:
-        if layer.name.endswith("_bn"):
-            c = layer.moving_mean.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2.0, c), rng.normal(0, 0.3, c),
-                               rng.normal(0, 0.05, c), rng.uniform(0.02, 0.2, c)])
-        elif layer.name.endswith("_conv"):
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel, rng.normal(0, 0.05, bias.shape)])
-        elif layer.name == "classifier":
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel * 4, bias])
-    return model
+    return busy_batchnorm(build_model(variant, rate, CLASSES), rng, sharpen=4, conv_bias_sd=0.05)
 
 
 def _run(stream, audio, starts, packets):
