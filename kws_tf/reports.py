@@ -10,7 +10,8 @@ import numpy as np
 
 from . import artifacts
 
-HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+                  "step_seconds")
 
 
 def write_history(path, history) -> None:

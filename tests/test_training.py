@@ -1,3 +1,4 @@
+import csv
 import json
 
 import keras
@@ -69,7 +70,11 @@ def test_fit_writes_a_complete_run(data, tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
     assert list((tmp_path / "logs").iterdir())
     rows = (tmp_path / "history.csv").read_text().splitlines()
-    assert rows[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds" and len(rows) == 4
+    assert rows[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,step_seconds"
+    assert len(rows) == 4
+    # The steps are part of the epoch: what the epoch costs beyond them is seconds - step_seconds.
+    for row in csv.DictReader(rows):
+        assert 0 < float(row["step_seconds"]) < float(row["seconds"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["validation"]["clips"] == 20 and metrics["testing"]["clips"] == 20
     cfg = json.loads((tmp_path / "config.json").read_text())
@@ -261,3 +266,20 @@ def test_augmented_epochs_are_functions_of_seed_and_epoch_alone(tiny_root, data)
         data["training"], 20, seed=3, epoch=1, augment=False, sample_rate=8000, root=tiny_root,
         max_steps=None)])
     assert not np.array_equal(first, clean)  # really augmented
+
+
+def test_the_fit_paths_datasets_run_without_tf_datas_autotuner(tiny_root, data):
+    """With the autotuner, destroying an epoch's iterator waited for its thread, up to seconds
+    beyond the steps (kws_tf.data.pipeline.without_autotune); every dataset the fit path and
+    make_dataset hand out must have it off, augmented or not, 8 or 16 kHz."""
+    from kws_tf.data import make_dataset
+    from kws_tf.training.batches import eval_batches, train_batches
+
+    made = [train_batches(data["training"], 20, seed=3, epoch=1, augment=aug, sample_rate=8000,
+                          root=tiny_root, max_steps=None) for aug in (False, True)]
+    made += [eval_batches(data["validation"], 20, 8000),
+             make_dataset(tiny_root, "training", 8000, batch_size=4, augment=True),
+             make_dataset(tiny_root, "validation", 16000, batch_size=4)]
+    for ds in made:
+        assert ds.options().autotune.enabled is False
+        assert sum(len(x) for x, _ in ds) > 0  # and they still give batches

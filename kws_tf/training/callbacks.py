@@ -1,5 +1,5 @@
-"""The callbacks every fit() uses: per-batch losses, a first-step notice, an epoch-numbered
-progress bar."""
+"""The callbacks every fit() uses: per-batch losses, the training steps' time, a first-step
+notice, an epoch-numbered progress bar."""
 from __future__ import annotations
 
 import os
@@ -30,6 +30,28 @@ class BatchLossLog(keras.callbacks.Callback):
         if clips > self._clips:
             self.losses.append((total - self._total) / (clips - self._clips))
         self._clips, self._total = clips, total
+
+
+class StepTime(keras.callbacks.Callback):
+    """Seconds from the epoch's first training step starting to its last one ending.
+
+    history.csv puts it beside the epoch's own time, so what an epoch costs beyond its steps
+    (validation, callbacks, fit()'s set-up and tear-down) is there to read.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.first = self.last = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.first is None:
+            self.first = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.last = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return (self.last - self.first) if self.first is not None and self.last else 0.0
 
 
 class FirstStepNotice(keras.callbacks.Callback):

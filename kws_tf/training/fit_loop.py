@@ -28,7 +28,7 @@ from ..platform.machine import bf16_flags, cpu_model, environment
 from ..variants import SAMPLE_RATES, Variant, get_variant
 from . import run_folder
 from .batches import TrainingData, eval_batches, train_batches
-from .callbacks import BatchLossLog, EpochProgbar, FirstStepNotice
+from .callbacks import BatchLossLog, EpochProgbar, FirstStepNotice, StepTime
 from .config import FitConfig, Run
 
 
@@ -239,7 +239,9 @@ def _train_epochs(job: FitJob, model, state: dict, callbacks: Sequence) -> None:
     batch_log = BatchLossLog(job.batch_sizes)
     batch_log.losses = list(state["batch_losses"])
     logs_dir = job.output / "logs" if job.chief else Path(tempfile.mkdtemp(prefix="kws-worker-logs-"))
-    standard = [EpochProgbar(epochs), batch_log, keras.callbacks.TensorBoard(log_dir=str(logs_dir)),
+    step_time = StepTime()
+    standard = [EpochProgbar(epochs), batch_log, step_time,
+                keras.callbacks.TensorBoard(log_dir=str(logs_dir)),
                 keras.callbacks.TerminateOnNaN()] + ([FirstStepNotice()] if config.verbose else [])
     for epoch in range(state["epoch"], epochs):
         if config.early_stopping and state["best_epoch"] is not None and \
@@ -257,6 +259,7 @@ def _train_epochs(job: FitJob, model, state: dict, callbacks: Sequence) -> None:
                          verbose=config.verbose, callbacks=[*standard, *callbacks])
         seconds = time.perf_counter() - start
         row = _epoch_row(job, state, epoch, hist.history, lr, seconds)
+        row["step_seconds"] = round(step_time.seconds, 3)
         state["history"].append(row)
         state["train_seconds"] += seconds
         state["batch_losses"] = batch_log.losses
