@@ -4,6 +4,7 @@
     python -m benchmarks.run                  # gru4 + gru1 at 16 and 8 kHz
     python -m benchmarks.run --ablations      # which speed-up helps (gru4 @ 16 kHz)
     python -m benchmarks.run --sections inference,pipeline
+    python -m benchmarks.run --sections steadiness   # the CLI epoch after epoch, 3 processes
 
 Training throughput is measured in one worker process per column; rounds alternate the
 columns (A B C D A B C D ...) and the table shows the median of the rounds.  Results are merged
@@ -22,6 +23,7 @@ from pathlib import Path
 from . import common
 from .columns import ABLATIONS, COLUMNS, HEADLINE, choose, is_bf16, reference_column
 from .sections import SECTIONS, section_subprocess
+from .steadiness import bench_steadiness, print_steadiness
 from .torch_reference import forward_macs
 from .train_speed import bench_training, print_training
 
@@ -64,8 +66,13 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=int, default=None, help="batches per timed round")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--sections", default=None,
-                    help="comma list of training,inference,pipeline (default: all; "
-                         "--ablations: training)")
+                    help="comma list of training,steadiness,inference,pipeline (default: "
+                         "all; --quick: all but steadiness; --ablations: training)")
+    ap.add_argument("--processes", type=int, default=3,
+                    help="steadiness: fresh training processes per mode (default 3)")
+    ap.add_argument("--epochs", type=int, default=4,
+                    help="steadiness: epochs per process; the first (compile) is left out "
+                         "(default 4)")
     ap.add_argument("--out", default=None, help="results JSON (default results/<machine>.json)")
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--_section", default=None, help=argparse.SUPPRESS)
@@ -104,6 +111,13 @@ def run_sections(args, sections, peak, result) -> None:
                               lambda s: print(s, flush=True))
         print_training(rows)
         result["training" if not args.ablations else "ablations"] = rows
+    if "steadiness" in sections:
+        print(f"\nsteadiness: {args.processes} processes x {args.epochs} epochs per mode ...",
+              flush=True)
+        rows = bench_steadiness(args.processes, args.epochs, bool(peak["bf16_flags"]),
+                                lambda s: print(s, flush=True))
+        print_steadiness(rows)
+        result["steadiness"] = rows
     for sec in ("pipeline", "inference"):
         if sec in sections:
             print(f"\n{sec} ...", flush=True)
@@ -122,7 +136,9 @@ def main(argv=None):
     t_start = time.time()
     peak = describe_machine()
     sections = (args.sections.split(",") if args.sections
-                else ["training"] if args.ablations else ["training", "inference", "pipeline"])
+                else ["training"] if args.ablations
+                else ["training", "inference", "pipeline"] if args.quick
+                else ["training", "steadiness", "inference", "pipeline"])
     result = {"machine": {**peak, "tag": common.machine_tag(peak)}, "versions": versions(),
               "macs": model_macs(),
               "command": " ".join(["python -m benchmarks.run"] + sys.argv[1:]),
