@@ -88,6 +88,29 @@ def train_cell(variant, sample_rate: int, data_root, output, seed: int = 0, epoc
     torch.manual_seed(seed)
     model = TorchKWS(v, sample_rate, num_classes=len(data.labels),
                      input_rate=16000 if sample_rate != 16000 else None)
+    history, batch_losses, best, train_seconds = _fit_epochs(model, v, splits, epochs, seed, log)
+    loss_fn, n_train = model.loss_fn(), len(splits["training"][1])
+    model.load_state_dict(best[2])
+    metrics = {"framework": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "variant": v.name, "sample_rate": sample_rate, "seed": seed, "epochs_planned": epochs,
+               "epochs_run": len(history), "best_epoch": best[0],
+               "train_seconds": round(train_seconds, 1),
+               "train_clips_per_second": round(n_train * len(history) / train_seconds, 1),
+               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+               "data": str(data_root), "steps_per_epoch": math.ceil(n_train / v.batch_size)}
+    for split in ("validation", "testing"):
+        if split in splits:
+            metrics[split] = _evaluate(model, loss_fn, *splits[split])
+    _write(output / "history.csv", _csv(history))
+    _write(output / "batch_losses.json", json.dumps([round(x, 5) for x in batch_losses]))
+    _write(output / "metrics.json", json.dumps(metrics, indent=1) + "\n")  # last: the cell is done
+    return metrics
+
+
+def _fit_epochs(model, v, splits, epochs: int, seed: int, log):
+    """The recipe's epochs: per-batch losses, per-epoch validation, the best epoch's weights."""
+    import torch
+
     loss_fn, (opt, sched) = model.loss_fn(), make_optimizer(model, v)
     gen = torch.Generator().manual_seed(seed)
     history, batch_losses, best, train_seconds = [], [], None, 0.0
@@ -106,7 +129,7 @@ def train_cell(variant, sample_rate: int, data_root, output, seed: int = 0, epoc
         seconds = time.perf_counter() - start
         train_seconds += seconds
         if not math.isfinite(batch_losses[-1]):
-            raise RuntimeError(f"{v.name} {sample_rate} Hz: loss {batch_losses[-1]} in epoch {epoch + 1}")
+            raise RuntimeError(f"{v.name}: loss {batch_losses[-1]} in epoch {epoch + 1}")
         val = _evaluate(model, loss_fn, *splits["validation"])
         if sched:
             sched.step()
@@ -114,24 +137,9 @@ def train_cell(variant, sample_rate: int, data_root, output, seed: int = 0, epoc
                         "lr": lr, "seconds": round(seconds, 2)})
         if best is None or val["loss"] < best[1]:
             best = (epoch + 1, val["loss"], copy.deepcopy(model.state_dict()))
-        log(f"  torch {v.name} {sample_rate // 1000} kHz epoch {epoch + 1}/{epochs}: "
-            f"val_loss {val['loss']:.4f} val_accuracy {val['accuracy']:.4f} "
-            f"({len(labels) / seconds:.0f} clips/s)")
-    model.load_state_dict(best[2])
-    metrics = {"framework": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "variant": v.name, "sample_rate": sample_rate, "seed": seed, "epochs_planned": epochs,
-               "epochs_run": len(history), "best_epoch": best[0],
-               "train_seconds": round(train_seconds, 1),
-               "train_clips_per_second": round(len(labels) * len(history) / train_seconds, 1),
-               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-               "data": str(data_root), "steps_per_epoch": math.ceil(len(labels) / v.batch_size)}
-    for split in ("validation", "testing"):
-        if split in splits:
-            metrics[split] = _evaluate(model, loss_fn, *splits[split])
-    _write(output / "history.csv", _csv(history))
-    _write(output / "batch_losses.json", json.dumps([round(x, 5) for x in batch_losses]))
-    _write(output / "metrics.json", json.dumps(metrics, indent=1) + "\n")  # last: the cell is done
-    return metrics
+        log(f"  torch {v.name} epoch {epoch + 1}/{epochs}: val_loss {val['loss']:.4f} "
+            f"val_accuracy {val['accuracy']:.4f} ({len(labels) / seconds:.0f} clips/s)")
+    return history, batch_losses, best, train_seconds
 
 
 def _csv(rows) -> str:

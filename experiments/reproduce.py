@@ -7,13 +7,16 @@ Examples:
       --epochs-scale 0.2 --output experiments/results/subset   # short runs on the subset
   python -m experiments.reproduce --words yes,no,up,down,left,right,on,off,stop,go \\
       --output runs/reproduce-12                               # the 12-label task
+  python -m experiments.reproduce --variants gru1,gru4 --torch-reference   # + the PyTorch original
 
 Each cell (variant x rate) is one ordinary run folder, ``OUTPUT/cells/<variant>-<k>k/``, made
 by the one fit path (``kws_tf.training.fit``).  A cell with a ``metrics.json`` is finished
 and is skipped; an unfinished one continues from its last completed epoch, so rerunning the
 same command after a kill picks up where it stopped.  After every cell the summary is
-rewritten: ``results.json``, ``results.md`` (ours beside the study's figures) and
-``results.png`` (grouped bars).
+rewritten: ``results.json``, ``results.md`` (ours beside the study's figures and, where
+trained, the PyTorch original's: ``--torch-reference``, ``OUTPUT/torch/<cell>/``),
+``results.png`` (grouped bars) and ``training_loss-<variant>.png`` (per-batch training loss at
+8 and 16 kHz side by side, like the study's figure).
 """
 from __future__ import annotations
 
@@ -23,7 +26,6 @@ import json
 import math
 import shlex
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -31,7 +33,9 @@ if __package__ in (None, ""):  # run as a file (python experiments/reproduce.py)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from experiments import common  # noqa: E402
-from kws_tf import artifacts, reports  # noqa: E402
+from experiments.figures import plot_results, plot_training_losses  # noqa: E402
+from experiments.torch_column import torch_columns, train_torch_cells  # noqa: E402
+from kws_tf import artifacts  # noqa: E402
 from kws_tf.training.cli_args import fit_config_from_args  # noqa: E402
 from kws_tf.variants import SAMPLE_RATES, VARIANTS, Variant, get_variant  # noqa: E402
 
@@ -51,6 +55,10 @@ def parse_args(argv=None):
                         "rounded, at least 1; 1 = the study's recipes (default)")
     p.add_argument("--output", default="runs/reproduce",
                    help="folder for results.* and the cells/ run folders (default runs/reproduce)")
+    p.add_argument("--torch-reference", action="store_true",
+                   help="also train each cell's PyTorch original (benchmarks/torch_recipe.py, "
+                        "needs the [torch] extra) on the same splits, for the table's PyTorch "
+                        "column; finished PyTorch cells are skipped")
     p.add_argument("--note", default="",
                    help="one line printed at the top of results.md (e.g. what data this is)")
     common.add_training_args(p)
@@ -157,7 +165,7 @@ def collect(output: Path) -> list:
         # The study reported its 35-word task only: nothing to compare a 12-label cell with.
         study = None if record.get("words") else v.study_accuracy.get(rate)
         ours = metrics["testing"]["accuracy"] if "testing" in metrics else None
-        rows.append({
+        rows.append({**torch_columns(output, folder.name, ours, record.get("seed", 0)),
             "variant": v.name, "sample_rate": rate,
             "study_test_accuracy": study,
             "test_accuracy": ours,
@@ -216,16 +224,22 @@ def render_markdown(summary: dict) -> str:
         f"- Machine: {summary['cpu']}; TensorFlow {summary['tensorflow']}, "
         f"Keras {summary['keras']}.",
         f"- Command: `{summary['command']}`",
+        "- PyTorch: the original architecture and recipe on the same splits, PyTorch's own "
+        "initialisation and shuffling (`benchmarks/torch_recipe.py`); ours - PyTorch in points."
+        if any(r["torch_test_accuracy"] is not None for r in rows) else
+        "- PyTorch: not trained for this table (`--torch-reference` adds it).",
         "",
-        "| variant | rate | study test | ours test | difference | ours val | trainable params "
-        "(ours / study) | epochs (run / planned; best) | train time | wall time |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | rate | study test | ours test | difference | PyTorch test | ours - PyTorch "
+        "| ours val | trainable params (ours / study) | epochs (run / planned; best) "
+        "| train time | wall time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         diff = "–" if r["difference"] is None else f"{100 * r['difference']:+.1f} pp"
         lines.append(
             f"| {r['variant']} | {r['sample_rate'] // 1000} kHz | {_pct(r['study_test_accuracy'], 0)} "
-            f"| {_pct(r['test_accuracy'])} | {diff} | {_pct(r['validation_accuracy'])} "
+            f"| {_pct(r['test_accuracy'])} | {diff} | {_pct(r['torch_test_accuracy'])} "
+            f"| {_points(r['ours_minus_torch'])} | {_pct(r['validation_accuracy'])} "
             f"| {r['trainable_params']:,} / {r['study_trainable_params']:,} "
             f"| {r['epochs_run']} / {r['epochs_planned']}; {r['best_epoch']} "
             f"| {_duration(r['train_seconds'])} ({r['train_clips_per_second']:.0f} clips/s) "
@@ -234,43 +248,13 @@ def render_markdown(summary: dict) -> str:
     if missing:
         lines += ["", "Not finished yet: " + ", ".join(missing) + "."]
     lines += ["", "![ours vs the study](results.png)", ""]
+    for name in summary.get("loss_figures") or []:
+        lines += [f"![{name[:-4].replace('-', ' ', 1).replace('_', ' ')}]({name})", ""]
     return "\n".join(lines)
 
 
-def plot(path: Path, rows: list, title: str) -> None:
-    import numpy as np
-
-    plt = reports.pyplot()
-
-    rates = sorted({r["sample_rate"] for r in rows}) or [16000]
-    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
-    fig, axes = plt.subplots(1, len(rates), figsize=(6.5 * len(rates), 4.2), squeeze=False,
-                             sharey=True)
-    x = np.arange(len(variants))
-    width = 0.38
-    for ax, rate in zip(axes[0], rates):
-        cell = {r["variant"]: r for r in rows if r["sample_rate"] == rate}
-        study = [100 * cell[v]["study_test_accuracy"] if v in cell and
-                 cell[v]["study_test_accuracy"] is not None else np.nan for v in variants]
-        ours = [100 * cell[v]["test_accuracy"] if v in cell and cell[v]["test_accuracy"]
-                is not None else np.nan for v in variants]
-        if not np.all(np.isnan(study)):  # a 12-label table has no study figures
-            b1 = ax.bar(x - width / 2, study, width, label="study (full dataset)", color="0.65")
-            ax.bar_label(b1, fmt="%.0f", fontsize=7, padding=1)
-        b2 = ax.bar(x + width / 2, ours, width, label="ours (test split)", color="C0")
-        ax.bar_label(b2, fmt="%.0f", fontsize=7, padding=1)
-        ax.set_xticks(x, variants)
-        ax.set_title(f"{rate // 1000} kHz", loc="right")
-        ax.set_ylim(0, 105)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (%)")
-    # above the bars, so no bar (study or ours, up to 100 %) is ever hidden behind it
-    axes[0][0].legend(loc="lower left", fontsize=8, ncol=2, bbox_to_anchor=(0.0, 1.0),
-                      frameon=False)
-    width_chars = 70 * len(rates) + 20
-    fig.suptitle("\n".join(textwrap.fill(line, width_chars) for line in title.split("\n")),
-                 fontsize=10)
-    reports.save_figure(fig, path)
+def _points(x):
+    return "–" if x is None else f"{100 * x:+.1f} pp"
 
 
 def write_summary(output: Path, requested, note: str = "", data=None, epochs_scale: float = 1.0,
@@ -287,22 +271,23 @@ def write_summary(output: Path, requested, note: str = "", data=None, epochs_sca
 
     rows = collect(output)
     done = {(r["variant"], r["sample_rate"]) for r in rows}
+    figures = [p.name for p in plot_training_losses(output, rows)]
     summary = {
         "note": note, "data": _data_of(output, rows) if rows else data,
         "epochs_scale": epochs_scale, "command": command,
         "cpu": cpu_model(), "tensorflow": tf.__version__, "keras": keras.__version__,
         "updated": datetime.datetime.now().isoformat(timespec="seconds"),
         "missing": [cell_name(v, r) for v, r in requested if (v, r) not in done],
-        "words": words,
+        "words": words, "loss_figures": figures,
         "cells": rows,
     }
     artifacts.write_json(output / "results.json", summary)
     artifacts.write_text(output / "results.md", render_markdown(summary))
     scale = "full recipes" if epochs_scale == 1 else f"epochs x {epochs_scale:g}"
-    plot(output / "results.png", rows,
-         (f"12-label test accuracy ({scale})" if words else
-          f"Test accuracy, ours ({scale}) vs the study (full dataset, full recipes)")
-         + (f"\n{note}" if note else ""))
+    plot_results(output / "results.png", rows,
+                 (f"12-label test accuracy ({scale})" if words else
+                  f"Test accuracy, ours ({scale}) vs the study (full dataset, full recipes)")
+                 + (f"\n{note}" if note else ""))
     return summary
 
 
@@ -367,6 +352,11 @@ def _reproduce(args, output: Path, load_data, command: str) -> int:
                      args.epochs_scale, task.config())
             write_summary(output, requested, **summary)
         del data
+    if args.torch_reference:
+        cells = [(cell_recipe(VARIANTS[v], args.epochs_scale)[0], r, cell_name(v, r))
+                 for v, r in requested]
+        train_torch_cells(output, cells, common.data_root(args.data, load_data), args.seed,
+                          args.cache_dir, lambda v: cell_recipe(v, args.epochs_scale)[1])
     result = write_summary(output, requested, **summary)
     print(f"\n{output / 'results.md'}:\n")
     print(render_markdown(result))

@@ -124,6 +124,66 @@ def test_summary_of_finished_cells_and_what_is_left(tmp_path, capsys):
     assert (out / "results.png").stat().st_size > 5_000
 
 
+def _torch_cell(out, cell, test_accuracy, seed=0, batch_losses=None):
+    folder = out / "torch" / cell
+    folder.mkdir(parents=True)
+    metrics = {"framework": "pytorch", "seed": seed, "best_epoch": 1, "epochs_run": 1,
+               "train_seconds": 9.0, "validation": {"accuracy": 0.4, "loss": 1.2},
+               "testing": {"accuracy": test_accuracy, "loss": 1.3}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    if batch_losses:
+        (folder / "batch_losses.json").write_text(json.dumps(batch_losses))
+
+
+def test_pytorch_column_and_training_loss_figures(tmp_path):
+    out = tmp_path / "repro"
+    g1 = _finished_cell(out, "gru1", 8000, 2, 0.62)
+    (g1 / "checkpoints").mkdir()  # the batch losses as the fit path keeps them
+    (g1 / "checkpoints" / "state.json").write_text(json.dumps({"batch_losses": [3.5, 3.0, 2.5, 2.0]}))
+    _finished_cell(out, "gru1", 16000, 2, 0.55)  # no batch losses: in the table, not the figure
+    _finished_cell(out, "gru4", 8000, 2, 0.58)
+    _torch_cell(out, "gru1-8k", 0.60, batch_losses=[3.6, 3.1, 2.4, 2.2])
+    _torch_cell(out, "gru4-8k", 0.50, seed=1)  # another seed: not this table's
+    requested = [("gru1", 8000), ("gru1", 16000), ("gru4", 8000)]
+    summary = reproduce.write_summary(out, requested, epochs_scale=1.0)
+    rows = {(r["variant"], r["sample_rate"]): r for r in summary["cells"]}
+    assert rows["gru1", 8000]["ours_minus_torch"] == pytest.approx(0.02)
+    assert rows["gru1", 8000]["torch_test_accuracy"] == 0.60
+    assert rows["gru1", 16000]["torch_test_accuracy"] is None
+    assert rows["gru4", 8000]["torch_test_accuracy"] is None
+    md = (out / "results.md").read_text()
+    assert "| gru1 | 8 kHz | 90 % | 62.0 % | -28.0 pp | 60.0 % | +2.0 pp |" in md
+    assert "| gru4 | 8 kHz | 89 % | 58.0 % | -31.0 pp | – | – |" in md
+    assert summary["loss_figures"] == ["training_loss-gru1.png"]  # gru4 has no batch losses
+    assert "(training_loss-gru1.png)" in md and "training_loss-gru4" not in md
+    assert (out / "training_loss-gru1.png").stat().st_size > 10_000
+    # the losses are kept beside the cell's small files, which is what a table commits
+    assert json.loads((g1 / "batch_losses.json").read_text()) == [3.5, 3.0, 2.5, 2.0]
+
+
+def test_torch_reference_trains_the_missing_pytorch_cells(tmp_path, monkeypatch):
+    import benchmarks.torch_recipe as torch_recipe
+
+    out = tmp_path / "repro"
+    for v in ("gru1", "gru2"):
+        _finished_cell(out, v, 8000, reproduce.cell_recipe(VARIANTS[v], 0.1)[1], 0.5)
+    _torch_cell(out, "gru1-8k", 0.45)
+    trained = []
+
+    def fake_train_cell(variant, rate, data_root, output, seed=0, epochs=None, cache_dir=None):
+        trained.append((variant.name, variant.lr_step_epochs, rate, epochs, seed, str(data_root)))
+        _torch_cell(out, output.name, 0.40)
+
+    monkeypatch.setattr(torch_recipe, "train_cell", fake_train_cell)
+    args = ["--variants", "gru1,gru2", "--rates", "8000", "--epochs-scale", "0.1",
+            "--output", str(out), "--quiet", "--torch-reference", "--data", "DATA"]
+    assert reproduce.main(args, load_data=_no_data) == 0
+    # gru1's PyTorch cell was finished; gru2's gets the table's scaled recipe (4 epochs, StepLR 2)
+    assert trained == [("gru2", 2, 8000, 4, 0, "DATA")]
+    rows = json.loads((out / "results.json").read_text())["cells"]
+    assert [r["torch_test_accuracy"] for r in rows] == [0.45, 0.40]
+
+
 def test_one_process_per_output_folder(tmp_path):
     held = reproduce.hold_lock(tmp_path)
     with pytest.raises(ValueError, match="already writing"):
