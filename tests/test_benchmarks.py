@@ -337,14 +337,26 @@ def test_streaming_command_scores_chooses_and_replots(tiny_root, tmp_path, monke
 
     monkeypatch.setattr(scorers, "load_scorer", lambda path: _ToneScorer())
     argv = ["--data", str(tiny_root), "--model", "tones=unused.keras", "--output",
-            str(tmp_path), "--name", "s", "--commands", "yes,down,go"]
+            str(tmp_path), "--name", "s", "--commands", "yes,down,go", "--passes", "2"]
     assert streaming.main(argv) == 0
     out = json.loads((tmp_path / "s.json").read_text())
-    assert out["recordings"]["testing"]["command_clips"] == 9  # 3 test clips of 3 words
+    t = out["recordings"]["testing"]
+    assert t["command_clips"] == 2 * 9  # 3 test clips of 3 words, each used twice
+    assert t["hours"] == pytest.approx(t["minutes"] / 60, abs=1e-3)
     m = out["models"]["tones"]
     assert set(m["chosen_on_validation"]) == {"threshold", "average", "suppression"}
-    assert m["testing"]["hits"] >= 6 and len(m["threshold_sweep_testing"]) == 16
-    assert m["testing_by_background"]["by_level"]
+    assert m["testing"]["hits"] >= 12
+    # DET: the tone scorer says 0.92 for a loud word, so every threshold above finds nothing
+    curve = {p["threshold"]: p for p in m["threshold_sweep_testing"]}
+    assert len(curve) == len(streaming.DET_THRESHOLDS)
+    assert all(p["miss_rate"] == 1.0 and p["false_alarms"] == 0 for th, p in curve.items() if th > 0.92)
+    quiet = [p["miss_rate"] for p in curve.values() if p["false_alarms_per_hour"] <= 10]
+    assert m["testing_miss_rate_at"]["10"] == min(quiet) < 1 - 12 / 18 + 1e-9
+    by = m["testing_by_background"]
+    assert set(by["false_alarms_by_kind"]) == {"gap", "other_word", "wrong_word", "repeat"}
+    assert sum(by["false_alarms_by_kind"].values()) == m["testing"]["false_alarms"]
+    assert sum(r["commands"] for r in by["by_noise"].values()) == 18
+    assert sum(r["hours"] for r in by["by_level"].values()) == pytest.approx(t["hours"], abs=0.01)
     png = tmp_path / "s.png"
     assert png.stat().st_size > 5_000
     png.unlink()

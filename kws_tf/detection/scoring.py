@@ -1,6 +1,7 @@
-"""Scoring the streaming detector: window scores once per recording, RecognizeCommands over
-them for every setting, hits / false alarms / delays against the known clips, and the setting
-chosen on validation."""
+"""Scoring a streaming detector: window scores once per recording, RecognizeCommands over them
+for every setting, hits / false alarms / delays against the known clips, the miss rate at N
+false alarms per hour along a DET curve (miss rate against false alarms per hour as the
+threshold sweeps), and the setting chosen on validation."""
 from __future__ import annotations
 
 import time
@@ -9,9 +10,6 @@ from typing import Sequence
 import numpy as np
 
 from .recordings import RATE, Event
-
-DEFAULT_SETTING = {"threshold": 0.8, "average": 0.75, "suppression": 1.0}
-
 
 class KeywordView:
     """A scorer seen as a spotter of ``commands``: other words' probabilities summed into
@@ -128,28 +126,84 @@ def choose_setting(scored, labels, tolerance: float, max_fa_per_hour: float) -> 
     return best[0], grid
 
 
+FALSE_ALARM_KINDS = ("gap", "other_word", "wrong_word", "repeat")
+
+
+def false_alarm_kind(events, d) -> tuple:
+    """``(kind, event)`` of a false alarm: in a ``gap``, on a clip of an ``other_word``, a
+    ``wrong_word`` on a command clip, or a ``repeat`` (the clip's own word again, or too late)."""
+    t = (d.start + d.time) / 2  # the middle of the windows that triggered it
+    e = _event_at(events, t)
+    if e is None or not e.start <= t <= e.start + 1.0:
+        return "gap", e
+    if not e.command:
+        return "other_word", e
+    return ("repeat" if d.label == e.label else "wrong_word"), e
+
+
+def _background_keys(e) -> tuple:
+    """The breakdown keys of an event's background: its level and its noise (or silence)."""
+    if e is None or "@" not in e.background:
+        return "silence", "silence"
+    noise, level = e.background.split("@")
+    return level, noise
+
+
 def by_background(scored, labels, setting, tolerance) -> dict:
-    """Hits and false alarms per background level, and where the false alarms fell: in a gap,
-    on a clip of another word, or on a command clip (a wrong word or a second report)."""
-    out, where = {}, {"gap": 0, "other_word": 0, "command_clip": 0}
+    """Hits and false alarms per background level and per noise recording, and the false
+    alarms by kind (:data:`FALSE_ALARM_KINDS`)."""
+    levels, noises = {}, {}
+    kinds = dict.fromkeys(FALSE_ALARM_KINDS, 0)
+
+    def rows(e):
+        level, noise = _background_keys(e)
+        return [table.setdefault(k, {"commands": 0, "hits": 0, "false_alarms": 0, "seconds": 0.0})
+                for table, k in ((levels, level), (noises, noise))]
+
     for rec, s in scored:
-        dets = detect(labels, *s, **setting)
-        r = score(rec.events, dets, tolerance)
+        r = score(rec.events, detect(labels, *s, **setting), tolerance)
         missed = {id(e) for e in r["missed"]}
-        for e in rec.events:
-            key = e.background.split("@")[1] if "@" in e.background else "silence"
-            row = out.setdefault(key, {"commands": 0, "hits": 0, "false_alarms": 0})
-            if e.command:
-                row["commands"] += 1
-                row["hits"] += id(e) not in missed
+        for i, e in enumerate(rec.events):
+            end = rec.events[i + 1].gap_start if i + 1 < len(rec.events) else rec.seconds
+            for row in rows(e):
+                row["seconds"] += end - e.gap_start
+                if e.command:
+                    row["commands"] += 1
+                    row["hits"] += id(e) not in missed
         for d in r["false_alarm_detections"]:
-            t = (d.start + d.time) / 2  # the middle of its best window
-            e = _event_at(rec.events, t)
-            key = e.background.split("@")[1] if e and "@" in e.background else "silence"
-            out.setdefault(key, {"commands": 0, "hits": 0, "false_alarms": 0})["false_alarms"] += 1
-            on_clip = e is not None and e.start <= t <= e.start + 1.0
-            where["gap" if not on_clip else "command_clip" if e.command else "other_word"] += 1
-    return {"by_level": out, "false_alarms_where": where}
+            kind, e = false_alarm_kind(rec.events, d)
+            kinds[kind] += 1
+            for row in rows(e):
+                row["false_alarms"] += 1
+    for table in (levels, noises):
+        for row in table.values():
+            row["miss_rate"] = 1 - row["hits"] / row["commands"] if row["commands"] else None
+            row["false_alarms_per_hour"] = row["false_alarms"] / max(row["seconds"] / 3600, 1e-9)
+            row["hours"] = round(row.pop("seconds") / 3600, 3)
+    return {"by_level": levels, "by_noise": noises, "false_alarms_by_kind": kinds}
+
+
+# A DET curve needs thresholds close to 1, where the false alarms per hour fall to a few.
+DET_THRESHOLDS = tuple(float(t) for t in np.unique(np.round(np.concatenate(
+    [np.arange(0.30, 0.95, 0.025), 1 - np.geomspace(0.05, 0.0005, 14)]), 5)))
+HEADLINE_FA_PER_HOUR = (1.0, 10.0, 60.0)
+
+
+def det_curve(scored, labels, setting: dict, tolerance: float, thresholds=DET_THRESHOLDS) -> list:
+    """``[{threshold, miss_rate, false_alarms_per_hour, ...}]`` as the threshold sweeps, the
+    averaging and suppression of ``setting`` fixed."""
+    curve = []
+    for t in thresholds:
+        r = evaluate_setting(scored, labels, {**setting, "threshold": float(t)}, tolerance)
+        curve.append({"threshold": float(t), "miss_rate": 1 - r["hit_rate"], **r})
+    return curve
+
+
+def miss_rate_at(curve, fa_per_hour: float):
+    """The lowest miss rate on ``curve`` at no more than ``fa_per_hour`` false alarms per hour
+    (None if no point is that quiet)."""
+    ok = [p["miss_rate"] for p in curve if p["false_alarms_per_hour"] <= fa_per_hour]
+    return min(ok) if ok else None
 
 
 def _event_at(events, t):
@@ -158,24 +212,32 @@ def _event_at(events, t):
     return before[-1] if before else None
 
 
+def score_windows(scorer, recordings, hop: float) -> list:
+    """``[(Recording, (starts, ends, probabilities))]``: every recording's windows scored once."""
+    return [(rec, window_scores(scorer, rec.audio, hop)) for rec in recordings]
+
+
 def evaluate_model(scorer, recordings: dict, hop: float, tolerance: float,
                    max_fa_per_hour: float, path=None) -> dict:
-    """One model's results: the setting chosen on validation, validation and test figures, the
-    test figures by background, at the default setting and over the threshold sweep."""
+    """One model's results: the setting chosen on validation (most words found at no more than
+    ``max_fa_per_hour``), its validation and test figures, the test figures by background and
+    by kind of false alarm, kws_tf's default setting on test, and the test DET curve (the
+    threshold swept, averaging and suppression as chosen) with its miss rate at 1, 10 and 60
+    false alarms per hour."""
+    from ..inference.streaming import DEFAULTS
+
     t0 = time.perf_counter()
-    scored = {split: [(rec, window_scores(scorer, rec.audio, hop)) for rec in recs]
-              for split, recs in recordings.items()}
+    scored = {split: score_windows(scorer, recs, hop) for split, recs in recordings.items()}
     seconds = time.perf_counter() - t0
     labels, test = scorer.labels, scored["testing"]
     setting, _ = choose_setting(scored["validation"], labels, tolerance, max_fa_per_hour)
-    sweep = [{"threshold": float(t),
-              **evaluate_setting(test, labels, {**setting, "threshold": float(t)}, tolerance)}
-             for t in THRESHOLDS]
+    curve = det_curve(test, labels, setting, tolerance)
     return {
         "path": str(path), "labels": labels, "scoring_seconds": round(seconds, 1),
         "chosen_on_validation": setting,
         "validation": evaluate_setting(scored["validation"], labels, setting, tolerance),
         "testing": evaluate_setting(test, labels, setting, tolerance),
         "testing_by_background": by_background(test, labels, setting, tolerance),
-        "testing_old_defaults": evaluate_setting(test, labels, DEFAULT_SETTING, tolerance),
-        "threshold_sweep_testing": sweep}
+        "testing_defaults": evaluate_setting(test, labels, dict(DEFAULTS), tolerance),
+        "testing_miss_rate_at": {f"{n:g}": miss_rate_at(curve, n) for n in HEADLINE_FA_PER_HOUR},
+        "threshold_sweep_testing": curve}

@@ -113,21 +113,27 @@ def load_noise(root) -> dict:
     return {f"noise{i}": x for i, x in enumerate(noise_list)}
 
 
-def split_recordings(root, commands, seed: int, cache_dir=None) -> dict:
-    """{"validation": [Recording], "testing": [...]} from those splits' clips (seeds
-    ``seed`` and ``seed + 1``)."""
+def split_recordings(root, commands, seed: int, cache_dir=None, passes: int = 1,
+                     splits=("validation", "testing")) -> dict:
+    """{"validation": [Recording], "testing": [...]} from those splits' clips (seeds ``seed``
+    and ``seed + 1``).  ``passes`` > 1 lengthens them: every pass reuses each clip once more,
+    with other gaps, neighbours, backgrounds and levels (its own seed)."""
     noise = load_noise(root)
     recordings = {}
-    for split, split_seed in (("validation", seed), ("testing", seed + 1)):
+    for split in splits:
+        split_seed = seed + (1 if split == "testing" else 0)
         clips, words = load_split_clips(root, split, cache_dir)
-        recordings[split] = build_recordings(clips, words, commands, noise, split_seed)
+        recordings[split] = [rec for p in range(int(passes))
+                             for rec in build_recordings(clips, words, commands, noise,
+                                                         split_seed + 1000 * p)]
         del clips
     return recordings
 
 
 def describe(recordings: dict) -> dict:
-    """Per split: how many recordings, minutes, command clips and other clips."""
+    """Per split: how many recordings, minutes, hours, command clips and other clips."""
     return {split: {"recordings": len(r), "minutes": sum(x.seconds for x in r) / 60,
+                    "hours": round(sum(x.seconds for x in r) / 3600, 3),
                     "command_clips": sum(e.command for x in r for e in x.events),
                     "other_clips": sum(not e.command for x in r for e in x.events)}
             for split, r in recordings.items()}
