@@ -124,6 +124,19 @@ def save_model(model: keras.Model, path, labels, **info) -> Path:
     return Path(path)
 
 
+def update_model_info(path, **entries) -> dict:
+    """Add ``entries`` to a saved model's kws_tf info, atomically (the rest of the file as it was)."""
+    path = Path(path)
+    info = {**read_model_info(path), **entries}
+    with atomic_path(path, suffix=".keras") as tmp:
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+            for item in src.infolist():
+                if item.filename != META_ENTRY:
+                    dst.writestr(item, src.read(item.filename))
+            dst.writestr(META_ENTRY, json.dumps(info, indent=2, default=_jsonable))
+    return info
+
+
 def read_model_info(path) -> dict:
     with zipfile.ZipFile(path) as zf:
         if META_ENTRY not in zf.namelist():

@@ -77,6 +77,13 @@ def main(argv=None) -> int:
 
     print(summary(variant.name, args.sample_rate, run.metrics, run.output, data=args.data,
                   data_root=root))
+    if args.words:  # a keyword spotter: decision settings that fit it, for predict --stream and listen
+        from .detection.choose import choose_for_model, describe
+
+        chosen = choose_for_model(run.output / "model.keras", root, cache_dir=args.cache_dir)
+        print(describe(chosen) if chosen else
+              "decision settings: no validation clip of the words to choose them on; "
+              "predict --stream and listen use kws_tf's defaults")
     return 0
 
 

@@ -1,0 +1,68 @@
+"""Decision settings that fit one model: RecognizeCommands' threshold, averaging and
+suppression chosen on recordings built from the validation split, at a stated operating point
+(the most command words found at no more than 10 false alarms per hour), stored as the model's
+``decision`` so that ``predict --stream`` and ``listen`` use them unless a flag says otherwise."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from .recordings import split_recordings
+from .scoring import choose_setting, evaluate_setting, score_windows
+
+MAX_FA_PER_HOUR = 10.0
+HOP_SECONDS = 0.25  # predict --stream's windows; the streaming model's packets are finer
+TOLERANCE = 2.0
+
+
+def spotter_words(labels: Sequence[str]) -> list:
+    """The words a model spots: its labels but ``_silence_``/``_unknown_``."""
+    return [w for w in labels if not w.startswith("_")]
+
+
+def choose_decision(scorer, root, commands: Optional[Sequence[str]] = None,
+                    max_fa_per_hour: float = MAX_FA_PER_HOUR, hop: float = HOP_SECONDS,
+                    seed: int = 0, cache_dir=None) -> Optional[dict]:
+    """``{"decision": {threshold, average, suppression}, "decision_chosen": how}`` for a
+    model with ``_silence_``/``_unknown_``; None where there is nothing to choose on (a model
+    without them, or no command word among the validation clips)."""
+    labels = list(scorer.labels)
+    if not any(w in ("_silence_", "_unknown_") for w in labels):
+        return None
+    commands = list(commands or spotter_words(labels))
+    recordings = split_recordings(root, commands, seed, cache_dir,
+                                  splits=("validation",))["validation"]
+    if not any(e.command for rec in recordings for e in rec.events):
+        return None
+    scored = score_windows(scorer, recordings, hop)
+    setting, _ = choose_setting(scored, labels, TOLERANCE, max_fa_per_hour)
+    r = evaluate_setting(scored, labels, setting, TOLERANCE)
+    return {"decision": setting, "decision_chosen": {
+        "on": "validation-split recordings", "data": str(root), "hop_seconds": hop,
+        "operating_point": f"most command words found at <= {max_fa_per_hour:g} false alarms "
+                           "per hour",
+        "hours": round(r["hours"], 3), "command_words": r["commands"],
+        "miss_rate": round(1 - r["hit_rate"], 4),
+        "false_alarms_per_hour": round(r["false_alarms_per_hour"], 2)}}
+
+
+def describe(chosen: dict) -> str:
+    """One line: the settings and what they gave on validation."""
+    d, how = chosen["decision"], chosen["decision_chosen"]
+    return (f"decision settings chosen on {how['hours'] * 60:.0f} min of validation recordings "
+            f"(most words found at <= 10 FA/h): threshold {d['threshold']:g}, average "
+            f"{d['average']:g} s, suppression {d['suppression']:g} s; miss rate "
+            f"{100 * how['miss_rate']:.1f} % at {how['false_alarms_per_hour']:.1f} false alarms "
+            "per hour; stored in the model")
+
+
+def choose_for_model(model_path, root, commands=None, cache_dir=None) -> Optional[dict]:
+    """Choose a saved model's decision settings on ``root``'s validation recordings and store
+    them in its info (``decision``, ``decision_chosen``); None (nothing stored) where
+    :func:`choose_decision` has nothing to choose on."""
+    from .. import artifacts
+    from ..inference.scorers import load_scorer
+
+    chosen = choose_decision(load_scorer(model_path), root, commands, cache_dir=cache_dir)
+    if chosen:
+        artifacts.update_model_info(model_path, **chosen)
+    return chosen
