@@ -96,3 +96,21 @@ def test_train_words_ends_by_choosing_the_models_decision_settings(tiny_root, tm
     assert set(info["decision"]) == {"threshold", "average", "suppression"}
     assert info["decision_chosen"]["command_words"] == 6  # yes and down, 3 validation clips each
     assert "decision settings chosen on" in capsys.readouterr().out
+
+
+def test_export_chooses_settings_only_for_a_spotter_without_its_own(tiny_root, monkeypatch):
+    from kws_tf.export import folder
+    from kws_tf.inference import scorers
+
+    monkeypatch.setattr(scorers, "load_scorer", lambda p: ToneScorer())
+    info = {"labels": ToneScorer().labels, "variant": "tiny"}
+    said = []
+    got = folder._with_decision("m.keras", info, str(tiny_root), said.append)
+    assert set(got["decision"]) == {"threshold", "average", "suppression"}
+    assert got["decision_chosen"]["by"] == "export" and "streaming files" in said[0]
+    own = {**info, "decision": {"threshold": 0.7}}
+    assert folder._with_decision("m.keras", own, str(tiny_root), said.append) is own
+    assert folder._with_decision("m.keras", info, None, said.append) is info
+    from kws_tf.export.metadata import decision_settings
+
+    assert decision_settings(got) == ({**got["decision"]}, "model")

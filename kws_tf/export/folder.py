@@ -54,6 +54,7 @@ def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tfl
     if streaming:
         from .stream_folder import export_streaming
 
+        info = _with_decision(model_path, info, data.source, log)
         export_streaming(model, info, out, stream_quantize, data, card, hop_strides,
                          parity_clips, max_drop, log, int8_scheme)
     artifacts.make_readable(out)
@@ -65,3 +66,19 @@ def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tfl
     artifacts.make_readable(out)
     log(f"wrote {out}/ (labels.txt, model_card.json)")
     return card
+
+
+def _with_decision(model_path, info: dict, root, log) -> dict:
+    """A spotter without decision settings of its own gets them chosen here, on ``root``'s
+    validation recordings, for the streaming files' metadata (model.keras stays as it is)."""
+    if info.get("decision") or not root:
+        return info
+    from ..detection.choose import choose_decision, describe
+    from ..inference.scorers import load_scorer
+
+    chosen = choose_decision(load_scorer(model_path), root)
+    if not chosen:
+        return info
+    chosen["decision_chosen"]["by"] = "export"
+    log("  " + describe(chosen).replace("stored in the model", "stored in the streaming files"))
+    return {**info, **chosen}

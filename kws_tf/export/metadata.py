@@ -75,4 +75,6 @@ def stream_metadata(stream_info: dict, labels, model_info: dict, quantization: s
         "zero_states": "silence before the stream: start with zeros, feed each output state "
                        "back to the input of the same name",
         "decision": decision, "decision_source": source,
+        **({"decision_chosen": model_info["decision_chosen"]}
+           if model_info.get("decision_chosen") and source == "model" else {}),
     }
