@@ -23,7 +23,9 @@ def parse_args(argv=None):
         prog="python -m kws_tf.train", description=__doc__.split("\n")[0],
         epilog="Defaults for every training flag come from the variant's recipe "
                "(kws_tf.variants.VARIANTS), or on --data synthetic from the embedded data's "
-               "(kws_tf.training.synthetic_recipe); flags that change it are recorded in config.json.",
+               "(kws_tf.training.synthetic_recipe), or with --words from the keyword-spotting "
+               "recipe (kws_tf.training.words_recipe); flags that change it are recorded in "
+               "config.json.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("variant", help=f"one of {', '.join(VARIANTS)}")
     p.add_argument("--sample-rate", type=int, default=16000, choices=(16000, 8000),
@@ -67,6 +69,11 @@ def main(argv=None) -> int:
         from .training.synthetic_recipe import apply_synthetic_recipe
 
         variant, extra = apply_synthetic_recipe(config, variant, flags_given(args))
+    elif args.words:  # a keyword spotter: the recipe chosen on streams (words_recipe)
+        from .training.synthetic_recipe import apply_recipe
+        from .training.words_recipe import WORDS_RECIPE
+
+        variant, extra = apply_recipe(config, variant, flags_given(args), WORDS_RECIPE)
     data = load_training_data(root, args.sample_rate, on_error=args.on_error,
                               cache_dir=args.cache_dir)
     data, task = word_task_data(data, args.words, args.silence_percentage,  # --words: 12 labels

@@ -95,7 +95,16 @@ def test_train_words_ends_by_choosing_the_models_decision_settings(tiny_root, tm
     info = artifacts.read_model_info(out / "model.keras")
     assert set(info["decision"]) == {"threshold", "average", "suppression"}
     assert info["decision_chosen"]["command_words"] == 6  # yes and down, 3 validation clips each
-    assert "decision settings chosen on" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "decision settings chosen on" in printed
+    # --words trains with the keyword-spotting recipe where no flag says otherwise
+    from kws_tf.training.words_recipe import WORDS_RECIPE
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe"]["learning_rate"] == WORDS_RECIPE.learning_rate != 1e-4  # gru4's
+    assert config["recipe"]["epochs"] == 1  # the flag wins
+    assert config["words_recipe"]["flags_given"] == ["epochs"]
+    assert "--words (keyword spotting): gru4 trains with" in printed
 
 
 def test_export_chooses_settings_only_for_a_spotter_without_its_own(tiny_root, monkeypatch):

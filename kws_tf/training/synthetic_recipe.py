@@ -43,14 +43,21 @@ class SyntheticRecipe:
     why: str = ("the study's recipe is sized for Speech Commands' ~85,000 training clips: on the "
                 "embedded set's 2,240 it takes too few steps to learn, and without augmentation "
                 "the model learns its 64 voices rather than the words")
+    # Who gets this recipe, who keeps the study's, and the config.json entry that records it.
+    subject: str = "Synthetic data"
+    others: str = "real data (--data PATH) gets the study's recipe"
+    record_key: str = "synthetic_recipe"
 
 
 SYNTHETIC_RECIPE = SyntheticRecipe()
+# The same machinery serves other recipes (kws_tf.training.words_recipe).
+Recipe = SyntheticRecipe
 
 
-def apply_synthetic_recipe(config, variant, flags_given=(),
-                          recipe: SyntheticRecipe = SYNTHETIC_RECIPE, echo=print):
-    """The synthetic-data recipe for a run: ``(variant to train, {"synthetic_recipe": record})``.
+def apply_recipe(config, variant, flags_given=(), recipe: SyntheticRecipe = SYNTHETIC_RECIPE,
+                 echo=print):
+    """A recipe for a run (default: the synthetic data's): ``(variant to train, {recipe.record_key:
+    record})``.
 
     Sets each entry of ``config`` (a FitConfig) that the user did not set with a flag
     (``flags_given``: names in FLAGS) to ``recipe``'s.  The learning-rate step is not a
@@ -73,13 +80,14 @@ def apply_synthetic_recipe(config, variant, flags_given=(),
     changed = [k for k in ENTRIES if ours[k] != study[k] and k not in flags_given]
     if ours != study:
         flags = "/".join(f for f in FLAGS.values() if f)
-        echo(f"Synthetic data: {v.name} trains with {_describe(ours)} instead of the study's "
-             f"{_describe(study)}, because {recipe.why}; {flags} override this, and real data "
-             f"(--data PATH) gets the study's recipe.")
-    record = {"recipe": {k: v_ for k, v_ in dataclasses.asdict(recipe).items() if k != "why"},
+        echo(f"{recipe.subject}: {v.name} trains with {_describe(ours)} instead of the study's "
+             f"{_describe(study)}, because {recipe.why}; {flags} override this, and "
+             f"{recipe.others}.")
+    record = {"recipe": {k: v_ for k, v_ in dataclasses.asdict(recipe).items()
+                         if k not in ("why", "subject", "others", "record_key")},
               "why": recipe.why, "flags_given": sorted(flags_given),
               "changed": {k: {"study": study[k], "used": ours[k]} for k in changed}}
-    return v, {"synthetic_recipe": record}
+    return v, {recipe.record_key: record}
 
 
 def _describe(recipe: dict) -> str:
@@ -91,3 +99,6 @@ def _describe(recipe: dict) -> str:
     return (f"{optimizer} lr {recipe['learning_rate']:g}{step},{wd} batch {recipe['batch_size']}, "
             f"{epochs} epoch{'s' if epochs != 1 else ''}"
             + (", augmented (time shift, background noise)" if recipe["augment"] else ""))
+
+
+apply_synthetic_recipe = apply_recipe
