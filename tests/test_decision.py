@@ -38,10 +38,12 @@ def test_settings_are_the_most_words_found_within_the_false_alarm_budget(tiny_ro
     d, how = chosen["decision"], chosen["decision_chosen"]
     assert set(d) == {"threshold", "average", "suppression"}
     assert d["threshold"] <= 0.92  # above it the scorer finds nothing
-    assert how["command_words"] == 9 and how["on"] == "validation-split recordings"
+    # 9 validation clips last minutes: reused until the recordings last MIN_HOURS, at most 3x
+    assert how["passes"] == choose.MAX_PASSES and how["command_words"] == 9 * 3
+    assert how["on"] == "validation-split recordings"
     assert how["hop_seconds"] == choose.HOP_SECONDS
     # what it says it gave is what those settings give on those recordings
-    recs = split_recordings(tiny_root, ["down", "go", "yes"], 0, splits=("validation",))
+    recs = split_recordings(tiny_root, ["down", "go", "yes"], 0, passes=3, splits=("validation",))
     r = evaluate_setting(score_windows(ToneScorer(), recs["validation"], choose.HOP_SECONDS),
                          ToneScorer().labels, d, choose.TOLERANCE)
     assert how["miss_rate"] == pytest.approx(1 - r["hit_rate"], abs=1e-4)
@@ -94,7 +96,7 @@ def test_train_words_ends_by_choosing_the_models_decision_settings(tiny_root, tm
                  "--epochs", "1", "--output", str(out), "--quiet"]) == 0
     info = artifacts.read_model_info(out / "model.keras")
     assert set(info["decision"]) == {"threshold", "average", "suppression"}
-    assert info["decision_chosen"]["command_words"] == 6  # yes and down, 3 validation clips each
+    assert info["decision_chosen"]["command_words"] == 6 * 3  # yes and down, 3 validation clips each, 3 passes
     printed = capsys.readouterr().out
     assert "decision settings chosen on" in printed
     # --words trains with the keyword-spotting recipe where no flag says otherwise
