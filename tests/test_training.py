@@ -283,3 +283,21 @@ def test_the_fit_paths_datasets_run_without_tf_datas_autotuner(tiny_root, data):
     for ds in made:
         assert ds.options().autotune.enabled is False
         assert sum(len(x) for x, _ in ds) > 0  # and they still give batches
+
+
+def test_time_shift_reaches_the_augmented_batches(tiny_root, data):
+    from kws_tf.training.batches import train_batches
+    from kws_tf.training.cli_args import add_fit_args, fit_config_from_args
+    import argparse
+
+    def epoch(shift):
+        ds = train_batches(data["training"], 20, seed=3, epoch=1, augment=True, sample_rate=8000,
+                           root=tiny_root, max_steps=None, time_shift_ms=shift)
+        return np.concatenate([x.numpy() for x, _ in ds])
+
+    np.testing.assert_array_equal(epoch(300.0), epoch(300.0))
+    assert not np.array_equal(epoch(300.0), epoch(100.0))
+    p = argparse.ArgumentParser()
+    add_fit_args(p)
+    assert fit_config_from_args(p.parse_args(["--time-shift-ms", "250"])).time_shift_ms == 250.0
+    assert fit_config_from_args(p.parse_args([])).time_shift_ms == 100.0

@@ -58,7 +58,8 @@ def epoch_order(n: int, seed: int, epoch: int, limit: Optional[int] = None) -> n
 
 
 def train_batches(split, batch_size: int, seed: int, epoch: int, augment: bool,
-                   sample_rate: int, root, max_steps: Optional[int], shard=(0, 1)):
+                   sample_rate: int, root, max_steps: Optional[int], shard=(0, 1),
+                   time_shift_ms: float = 100.0):
     """One epoch of shuffled batches whose order depends only on (seed, epoch)."""
     import tensorflow as tf
 
@@ -71,7 +72,7 @@ def train_batches(split, batch_size: int, seed: int, epoch: int, augment: bool,
     ds = stream_batches(split, order, batch_size, sample_rate, shard)
     if augment:
         ds = augment_dataset(ds, root, sample_rate=sample_rate, seed=seed * 100_003 + epoch,
-                             new_draws_each_pass=False)
+                             time_shift_ms=time_shift_ms, new_draws_each_pass=False)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

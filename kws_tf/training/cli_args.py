@@ -21,6 +21,8 @@ def add_fit_args(parser, recipe: bool = True, strategies=STRATEGIES) -> None:
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="background-noise mixing and time shift (off in the study's recipe; "
                              "on in the synthetic data's, kws_tf.training.synthetic_recipe)")
+    parser.add_argument("--time-shift-ms", type=float, default=100.0,
+                        help="with --augment: each clip moves by up to +-this many ms (default 100)")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                         help="XLA-compile the training step, with the build that computes the same "
                              "function faster under XLA (each block one layer; default: "
@@ -46,6 +48,7 @@ def fit_config_from_args(args, **fields):
     from .config import FitConfig
 
     config = {"seed": args.seed, "augment": bool(args.augment), "mixed_precision": args.mixed_precision,
+              "time_shift_ms": float(getattr(args, "time_shift_ms", 100.0)),
               "reuse_cpu_memory": args.reuse_cpu_memory, "strategy": args.strategy}
     if hasattr(args, "epochs") and hasattr(args, "lr"):
         config.update(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr)

@@ -22,6 +22,8 @@ class FitConfig:
     optimizer: Optional[str] = None
     seed: int = 0
     augment: bool = False
+    # With augment: each clip moves by a uniform offset in +-this many ms (TensorFlow's example: 100).
+    time_shift_ms: float = 100.0
     # None: decided by ``speed_defaults`` (what fit() runs and config.json records): XLA plus
     # the fused build (each block one conv+BatchNorm+pool layer), which computes the same function,
     # measured fastest on CPU (benchmarks/README.md).  model.keras is always the plain build.

@@ -194,7 +194,7 @@ class FitJob:
             c = self.config
             make = lambda shard: train_batches(  # noqa: E731
                 self.data[split], bs, c.seed, epoch, c.augment, rate, self.data.root,
-                c.max_steps_per_epoch, shard)
+                c.max_steps_per_epoch, shard, c.time_shift_ms)
         return distribute.distribute_batches(self.strategy, make)
 
 
