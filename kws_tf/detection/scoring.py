@@ -104,7 +104,7 @@ def evaluate_setting(scored, labels, setting: dict, tolerance: float) -> dict:
     return summarise(results, sum(rec.seconds for rec, _ in scored))
 
 
-THRESHOLDS = tuple(np.round(np.arange(0.30, 0.991, 0.05), 2)) + (0.97, 0.98, 0.985, 0.99, 0.995)
+THRESHOLDS = tuple(np.round(np.arange(0.30, 0.991, 0.05), 2)) + (0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995)
 AVERAGES = (0.5, 0.75, 1.0)
 SUPPRESSIONS = (0.75, 1.0, 1.5)
 
