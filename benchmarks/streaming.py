@@ -154,8 +154,9 @@ def main(argv=None) -> int:
     for spec in args.model:
         name, path = model_name_and_path(spec)
         scorer = KeywordView(load_scorer(path), commands)
+        own = (getattr(scorer.scorer, "info", None) or {}).get("decision")
         m = out["models"][name] = evaluate_model(scorer, recordings, args.hop, args.tolerance,
-                                                 args.max_fa_per_hour, path)
+                                                 args.max_fa_per_hour, path, own)
         val, test = m["validation"], m["testing"]
         print(f"{name}: chosen {m['chosen_on_validation']}; validation hits "
               f"{val['hit_rate']:.3f} FA/h {val['false_alarms_per_hour']:.1f}; test hits "
@@ -165,6 +166,11 @@ def main(argv=None) -> int:
                        for n, v in m["testing_miss_rate_at"].items())
         print(f"{name}: test miss rate {at} ({info['testing']['hours']:.2f} h); false alarms "
               f"by kind {m['testing_by_background']['false_alarms_by_kind']}", flush=True)
+        if own:
+            o = m["testing_own_decision"]
+            print(f"{name}: its own decision settings {own}: test miss rate "
+                  f"{100 * (1 - o['hit_rate']):.1f} % at {o['false_alarms_per_hour']:.1f} FA/h",
+                  flush=True)
     folder = Path(args.output)
     folder.mkdir(parents=True, exist_ok=True)
     artifacts.write_json(folder / f"{args.name}.json", out)

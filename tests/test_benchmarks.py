@@ -321,6 +321,7 @@ class _ToneScorer:
     """Names the tiny dataset's word by its tone (300 + 250 * index Hz, conftest.tiny_root)
     wherever a window holds one, else silence."""
     sample_rate, labels = 16000, ["_silence_", "_unknown_", "down", "go", "yes"]
+    info = {"decision": {"threshold": 0.995, "average": 0.5, "suppression": 0.75}}  # its own
 
     def probabilities(self, x):
         spectrum = np.abs(np.fft.rfft(x, axis=-1))
@@ -352,6 +353,8 @@ def test_streaming_command_scores_chooses_and_replots(tiny_root, tmp_path, monke
     assert all(p["miss_rate"] == 1.0 and p["false_alarms"] == 0 for th, p in curve.items() if th > 0.92)
     quiet = [p["miss_rate"] for p in curve.values() if p["false_alarms_per_hour"] <= 10]
     assert m["testing_miss_rate_at"]["10"] == min(quiet) < 1 - 12 / 18 + 1e-9
+    # its own stored settings are reported beside: at 0.995 the 0.92 scores find nothing
+    assert m["own_decision"]["threshold"] == 0.995 and m["testing_own_decision"]["hits"] == 0
     by = m["testing_by_background"]
     assert set(by["false_alarms_by_kind"]) == {"gap", "other_word", "wrong_word", "repeat"}
     assert sum(by["false_alarms_by_kind"].values()) == m["testing"]["false_alarms"]

@@ -218,12 +218,13 @@ def score_windows(scorer, recordings, hop: float) -> list:
 
 
 def evaluate_model(scorer, recordings: dict, hop: float, tolerance: float,
-                   max_fa_per_hour: float, path=None) -> dict:
+                   max_fa_per_hour: float, path=None, own_setting=None) -> dict:
     """One model's results: the setting chosen on validation (most words found at no more than
     ``max_fa_per_hour``), its validation and test figures, the test figures by background and
     by kind of false alarm, kws_tf's default setting on test, and the test DET curve (the
     threshold swept, averaging and suppression as chosen) with its miss rate at 1, 10 and 60
-    false alarms per hour."""
+    false alarms per hour.  ``own_setting``: the model's stored decision settings, also
+    reported on test (``testing_own_decision``)."""
     from ..inference.streaming import DEFAULTS
 
     t0 = time.perf_counter()
@@ -240,4 +241,7 @@ def evaluate_model(scorer, recordings: dict, hop: float, tolerance: float,
         "testing_by_background": by_background(test, labels, setting, tolerance),
         "testing_defaults": evaluate_setting(test, labels, dict(DEFAULTS), tolerance),
         "testing_miss_rate_at": {f"{n:g}": miss_rate_at(curve, n) for n in HEADLINE_FA_PER_HOUR},
+        **({"own_decision": dict(own_setting),
+            "testing_own_decision": evaluate_setting(test, labels, dict(own_setting), tolerance)}
+           if own_setting else {}),
         "threshold_sweep_testing": curve}
