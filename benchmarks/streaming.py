@@ -83,8 +83,8 @@ def plot(path: Path, curves: dict, chosen: dict, title: str):
 def plot_title(info: dict) -> str:
     t = info["testing"]
     return (f"DET curve on test-split recordings ({t['minutes'] / 60:.2f} h, "
-            f"{t['command_clips']} command words)\nthreshold swept, averaging and suppression "
-            "as chosen on validation; star: the chosen setting")
+            f"{t['command_clips']} command words)\nthreshold swept; averaging, suppression "
+            "chosen on validation; star: the chosen setting")
 
 
 def replot(path: Path) -> int:
