@@ -73,6 +73,7 @@ def train_cell(variant, sample_rate: int, data_root, output, seed: int = 0, epoc
     """Train one cell with the variant's recipe (``epochs`` overrides its epoch count)."""
     import torch
 
+    from kws_tf import artifacts
     from kws_tf.training import load_training_data
     from kws_tf.variants import get_variant
 
@@ -101,9 +102,9 @@ def train_cell(variant, sample_rate: int, data_root, output, seed: int = 0, epoc
     for split in ("validation", "testing"):
         if split in splits:
             metrics[split] = _evaluate(model, loss_fn, *splits[split])
-    _write(output / "history.csv", _csv(history))
-    _write(output / "batch_losses.json", json.dumps([round(x, 5) for x in batch_losses]))
-    _write(output / "metrics.json", json.dumps(metrics, indent=1) + "\n")  # last: the cell is done
+    artifacts.write_text(output / "history.csv", _csv(history))
+    artifacts.write_text(output / "batch_losses.json", json.dumps([round(x, 5) for x in batch_losses]))
+    artifacts.write_json(output / "metrics.json", metrics)  # last: the cell is done
     return metrics
 
 
@@ -148,12 +149,6 @@ def _csv(rows) -> str:
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def main(argv=None) -> int:
