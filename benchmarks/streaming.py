@@ -34,7 +34,7 @@ import json
 import sys
 from pathlib import Path
 
-from kws_tf.detection.recordings import (LEVELS_DBFS, RATE, Event, Recording, backgrounds,
+from kws_tf.detection.recordings import (COMMANDS, LEVELS_DBFS, RATE, Event, Recording, backgrounds,
                                          build_recordings, describe, load_split_clips,
                                          split_recordings)
 from kws_tf.detection.scoring import (AVERAGES, DET_THRESHOLDS, HEADLINE_FA_PER_HOUR, SUPPRESSIONS, THRESHOLDS,
@@ -42,7 +42,6 @@ from kws_tf.detection.scoring import (AVERAGES, DET_THRESHOLDS, HEADLINE_FA_PER_
                                       evaluate_model, evaluate_setting, score, summarise,
                                       window_scores)
 
-COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 # The recordings and the scoring live in kws_tf.detection; these names stay
 # importable from here, where the command is.
 __all__ = ["AVERAGES", "COMMANDS", "DET_THRESHOLDS", "Event", "KeywordView", "LEVELS_DBFS", "RATE", "Recording",

@@ -21,7 +21,7 @@ import os
 import sys
 
 from . import cli
-from .inference.streaming import DEFAULTS, RecognizeCommands, decision_settings
+from .inference.streaming import DEFAULTS, RecognizeCommands, decision_settings, recognizer
 
 
 def _parser():
@@ -45,6 +45,10 @@ def _parser():
                         f"else {DEFAULTS['suppression']})")
     p.add_argument("--min-count", type=int, default=2,
                    help="windows needed in the average before anything is reported (default 2)")
+    p.add_argument("--words", default=None, metavar="WORD,...",
+                   help="report only these words, the other labels counting as _unknown_; "
+                        "'all' for every label (default: the model's own words: a model of "
+                        "all 35 words spots the ten commands; else every label)")
     return p
 
 
@@ -64,10 +68,10 @@ def main(argv=None, stdin=None, stdout=None, stderr=None) -> int:
     recognizer_args = (args.average, args.threshold, args.suppression, args.min_count)
     RecognizeCommands(["x"], *recognizer_args)  # bad settings fail before the model loads
     runner = StreamingRunner.load(args.model, args.hop, note=note)
-    settings, line = decision_settings(runner.info, args.threshold, args.average, args.suppression)
+    settings, line = decision_settings(runner.info, args.threshold, args.average,
+                                       args.suppression, args.words)
     note(line)
-    recognizer = RecognizeCommands(runner.labels, settings["average"], settings["threshold"],
-                                   settings["suppression"], args.min_count)
+    detector = recognizer(runner.labels, settings, args.min_count)
     if args.input == "-":
         source = stdin if stdin is not None else sys.stdin.buffer
         packets, name = pcm_packets(source, runner.hop, note), "standard input"
@@ -77,7 +81,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None) -> int:
         packets, name = wav_packets(args.input, runner.hop, note), args.input
     found = 0
     try:
-        for d in runner.detections(packets, recognizer):
+        for d in runner.detections(packets, detector):
             print(format_detection(d, args.json), file=stdout, flush=True)
             found += 1
     except BrokenPipeError:

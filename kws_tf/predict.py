@@ -33,7 +33,7 @@ import numpy as np
 
 from . import cli
 from .inference.scorers import Scorer, load_scorer
-from .inference.streaming import DEFAULTS, RecognizeCommands, decision_settings, stream
+from .inference.streaming import DEFAULTS, RecognizeCommands, decision_settings, recognizer, stream
 
 AUDIO_SUFFIXES = (".wav", ".wave")
 
@@ -136,6 +136,10 @@ def parse_args(argv=None):
                         f"the model's, else {DEFAULTS['suppression']})")
     s.add_argument("--min-count", type=int, default=2,
                    help="windows needed in the average before anything is reported (default 2)")
+    s.add_argument("--words", default=None, metavar="WORD,...",
+                   help="report only these words, the other labels counting as _unknown_; "
+                        "'all' for every label (default: the model's own words: a model of "
+                        "all 35 words spots the ten commands; else every label)")
     s.add_argument("--windows", action="store_true",
                    help="slide the window model itself over the recording instead of running "
                         "its exact streaming model packet by packet (what SavedModels and "
@@ -165,10 +169,10 @@ def main(argv=None) -> int:
     path = args.inputs[0]
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such file")
-    recognizer = _recognizer(args, scorer.labels, getattr(scorer, "info", {}))
+    detector = _recognizer(args, scorer.labels, getattr(scorer, "info", {}))
     audio = read_audio(path, scorer.sample_rate)
     detections = stream(scorer, audio, args.window, 0.25 if args.hop is None else args.hop,
-                        recognizer)
+                        detector)
     for d in detections:
         if args.json:
             print(json.dumps({"file": str(path), **dataclasses.asdict(d)}), flush=True)
@@ -203,10 +207,10 @@ def is_streaming_model(path) -> bool:
 
 def _recognizer(args, labels, info: dict) -> RecognizeCommands:
     """The detector with the flags' settings, else the model's own, else the defaults (said)."""
-    settings, line = decision_settings(info, args.threshold, args.average, args.suppression)
+    settings, line = decision_settings(info, args.threshold, args.average, args.suppression,
+                                       args.words)
     print(line, file=sys.stderr, flush=True)
-    return RecognizeCommands(labels, settings["average"], settings["threshold"],
-                             settings["suppression"], args.min_count)
+    return recognizer(labels, settings, args.min_count)
 
 
 def stream_packets(args) -> int:
@@ -226,9 +230,9 @@ def stream_packets(args) -> int:
     recognizer_args = (args.average, args.threshold, args.suppression, args.min_count)
     RecognizeCommands(["x"], *recognizer_args)  # bad settings fail before the model loads
     runner = StreamingRunner.load(args.model, hop, note=note)
-    recognizer = _recognizer(args, runner.labels, runner.info)
+    detector = _recognizer(args, runner.labels, runner.info)
     found = 0
-    for d in runner.detections(wav_packets(path, runner.hop, note), recognizer):
+    for d in runner.detections(wav_packets(path, runner.hop, note), detector):
         found += 1
         if args.json:
             print(json.dumps({"file": str(path), **dataclasses.asdict(d)}), flush=True)

@@ -38,6 +38,12 @@ def parse_args(argv=None):
                    help="continue the run in --output from its last complete epoch")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap batches per epoch (smoke tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--decision", action=argparse.BooleanOptionalAction, default=True,
+                   help="end by choosing the decision settings predict --stream and listen use "
+                        "(threshold, averaging, suppression: the most command words found at "
+                        "<= 10 false alarms per hour on validation-split recordings; a model of "
+                        "all 35 words spots the ten commands) and storing them in model.keras "
+                        "(default on; a minute or two on the subset)")
     args = p.parse_args(argv)
     if args.resume and not args.output:
         p.error("--resume needs --output (the run folder to continue)")
@@ -84,12 +90,12 @@ def main(argv=None) -> int:
 
     print(summary(variant.name, args.sample_rate, run.metrics, run.output, data=args.data,
                   data_root=root))
-    if args.words:  # a keyword spotter: decision settings that fit it, for predict --stream and listen
+    if args.decision and run.metrics:  # the chief: decision settings for predict --stream, listen
         from .detection.choose import choose_for_model, describe
 
         chosen = choose_for_model(run.output / "model.keras", root, cache_dir=args.cache_dir)
         print(describe(chosen) if chosen else
-              "decision settings: no validation clip of the words to choose them on; "
+              "decision settings: no validation clip of the command words to choose them on; "
               "predict --stream and listen use kws_tf's defaults")
     return 0
 

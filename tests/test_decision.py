@@ -10,8 +10,9 @@ from conftest import tiny_variant
 from kws_tf import artifacts
 from kws_tf.detection import choose
 from kws_tf.detection.recordings import split_recordings
+from kws_tf.detection import scoring
 from kws_tf.detection.scoring import evaluate_setting, score_windows
-from kws_tf.inference.streaming import decision_settings
+from kws_tf.inference.streaming import RecognizeCommands, decision_settings, keyword_view
 
 
 class ToneScorer:
@@ -52,9 +53,79 @@ def test_settings_are_the_most_words_found_within_the_false_alarm_budget(tiny_ro
     assert "threshold" in choose.describe(chosen) and "10 FA/h" in choose.describe(chosen)
 
 
-def test_nothing_is_chosen_without_unknown_or_silence_or_without_the_words(tiny_root):
-    assert choose.choose_decision(ToneScorer(["down", "go", "yes"]), tiny_root) is None
+def test_nothing_is_chosen_without_a_command_word_in_the_labels_or_the_clips(tiny_root):
+    assert choose.choose_decision(ToneScorer(["bed", "cat", "dog"]), tiny_root) is None
     assert choose.choose_decision(ToneScorer(), tiny_root, commands=["left"]) is None
+
+
+def test_a_model_of_every_word_spots_the_command_words_the_others_as_unknown(tiny_root):
+    """The study's task has no _silence_/_unknown_: its decision spots the command words among
+    its labels, every other label's probability summed into _unknown_, and names them."""
+    every = ToneScorer(["bed", "cat", "down", "go", "yes"])  # quiet windows score "bed"
+    chosen = choose.choose_decision(every, tiny_root)
+    d = chosen["decision"]
+    assert d["words"] == ["yes", "down", "go"]  # the command words it has, in COMMANDS' order
+    assert "spotting yes,down,go (the other words as _unknown_)" in choose.describe(chosen)
+    # the figures are those of the 12-label view: "bed"/"cat" summed into _unknown_
+    view = scoring.KeywordView(every, d["words"])
+    assert view.labels == ["down", "go", "yes", "_unknown_"]
+    recs = split_recordings(tiny_root, d["words"], 0, passes=3, splits=("validation",))
+    r = evaluate_setting(score_windows(view, recs["validation"], choose.HOP_SECONDS),
+                         view.labels, d, choose.TOLERANCE)
+    assert chosen["decision_chosen"]["miss_rate"] == pytest.approx(1 - r["hit_rate"], abs=1e-4)
+    assert r["commands"] == 27 and r["hits"] >= 18
+    # predict --stream and listen take the words from the model, a flag overrides them
+    settings, line = decision_settings({"decision": d})
+    assert settings["words"] == ["yes", "down", "go"] and "words yes,down,go (the model's" in line
+    assert decision_settings({"decision": d}, words="all")[0]["words"] is None
+    assert decision_settings({"decision": d}, words="go")[0]["words"] == ["go"]
+
+
+def test_words_view_sums_the_other_labels_into_unknown():
+    labels = ["_silence_", "bed", "yes", "cat", "no"]
+    view_labels, view = keyword_view(labels, ["yes", "no"])
+    assert view_labels == ["_silence_", "yes", "no", "_unknown_"]
+    p = np.array([0.1, 0.2, 0.3, 0.15, 0.25])
+    np.testing.assert_allclose(view(p), [0.1, 0.3, 0.25, 0.35])
+    with_unknown, view = keyword_view(["_unknown_", "bed", "yes"], ["yes"])
+    assert with_unknown == ["_unknown_", "yes"]
+    np.testing.assert_allclose(view(np.array([[0.5, 0.2, 0.3]])), [[0.7, 0.3]])
+    with pytest.raises(ValueError, match="--words: left not among the model's labels"):
+        keyword_view(labels, ["yes", "left"])
+    # a spotter of "yes" alone reports nothing else, and "bed"+"cat" can outvote "yes"
+    rc = RecognizeCommands(labels, 0.5, 0.4, 0.0, minimum_count=1, words=["yes"])
+    assert rc.labels == ["_silence_", "yes", "_unknown_"]
+    assert rc.process(0.0, 1.0, [0, 0.35, 0.45, 0.2, 0]) is None  # bed+cat 0.55 > yes 0.45
+    assert rc.process(1.0, 2.0, [0, 0.1, 0.3, 0.0, 0.6]) is None  # "no" (0.6) is not reported
+    assert rc.process(2.0, 3.0, [0, 0.0, 0.9, 0.0, 0.1]).label == "yes"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_detect_makes_the_detections_recognize_commands_makes(seed):
+    """The decision sweeps use averages computed once per averaging window: the same
+    detections, scores and times as RecognizeCommands window by window."""
+    rng = np.random.default_rng(seed)
+    labels = ["_silence_", "_unknown_", "yes", "no", "up"]
+    n = 400
+    hop = [0.25, 0.1, 0.096][seed]
+    ends = 1.0 + hop * np.arange(n)
+    starts = ends - 1.0
+    # runs of one word with noise: detections, repeats, suppressions and re-arming all happen
+    word = np.repeat(rng.integers(0, len(labels), n // 8 + 1), 8)[:n]
+    probs = rng.dirichlet(np.ones(len(labels)), n) * 0.5
+    probs[np.arange(n), word] += rng.uniform(0.2, 0.5, n)
+    probs /= probs.sum(-1, keepdims=True)
+    cache = {}
+    for threshold in (0.3, 0.5, 0.7):
+        for average, suppression, count in ((0.5, 0.75, 2), (1.0, 0.0, 1), (0.75, 1.5, 3)):
+            rc = RecognizeCommands(labels, average, threshold, suppression, count)
+            want = [d for s, e, p in zip(starts, ends, probs)
+                    if (d := rc.process(float(s), float(e), p)) is not None]
+            got = scoring.detect(labels, starts, ends, probs, threshold, average, suppression,
+                                 count, cache=cache)
+            assert got == want
+            assert len(want) >= 3 or threshold == 0.7
+    assert len(cache) == 3  # one set of averages per averaging window and count
 
 
 def test_model_info_update_keeps_the_model_and_the_rest_of_its_info(tmp_path):
@@ -125,3 +196,30 @@ def test_export_chooses_settings_only_for_a_spotter_without_its_own(tiny_root, m
     from kws_tf.export.metadata import decision_settings
 
     assert decision_settings(got) == ({**got["decision"]}, "model")
+
+
+@pytest.mark.slow
+def test_train_of_every_word_chooses_settings_that_spot_the_command_words(tiny_root, tmp_path,
+                                                                         capsys):
+    """A model of every word (no --words, the study's task) ends its training the same way:
+    its decision spots the command words among its labels, the others as _unknown_."""
+    import shutil
+
+    from kws_tf.train import main
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    (root / "go").rename(root / "bed")  # a word that is not a command
+    for name in ("validation_list.txt", "testing_list.txt"):
+        (root / name).write_text((root / name).read_text().replace("go/", "bed/"))
+    fast = ["gru1", "--sample-rate", "8000", "--batch-size", "8", "--epochs", "1", "--quiet",
+            "--no-jit-compile", "--max-steps-per-epoch", "1", "--data", str(root)]
+    assert main([*fast, "--output", str(tmp_path / "run")]) == 0
+    info = artifacts.read_model_info(tmp_path / "run" / "model.keras")
+    assert info["labels"] == ["bed", "down", "yes"]
+    assert info["decision"]["words"] == ["yes", "down"]
+    assert info["decision_chosen"]["command_words"] == 6 * 3
+    assert "spotting yes,down (the other words as _unknown_)" in capsys.readouterr().out
+    assert main([*fast, "--output", str(tmp_path / "plain"), "--no-decision"]) == 0
+    assert "decision" not in artifacts.read_model_info(tmp_path / "plain" / "model.keras")
+    assert "decision settings" not in capsys.readouterr().out

@@ -235,3 +235,36 @@ def test_a_models_own_decision_settings_are_used_and_said(files, tmp_path, capsy
     assert len(loose) > len(strict), (loose, strict)  # the flag, not the model's 0.99, decided
     assert predict([str(path), str(files["wav"]), "--stream", "--json"]) == 0
     assert "threshold 0.99 (the model's)" in capsys.readouterr().err
+
+
+def test_listen_reports_only_the_models_words_unless_words_says_otherwise(files, tmp_path):
+    """A decision that names words (a model of every word spots the commands) reports only
+    them, the other labels summed into _unknown_; --words picks others, --words all every label."""
+    import shutil
+
+    model, _ = artifacts.load_model(files[8000], compile=False)
+    runner = StreamingRunner.from_window_model(model, LABELS)
+
+    def expected(words):
+        return [d.label for d in runner.detections(
+            wav_packets(files["wav"], runner.hop), RecognizeCommands(LABELS, **SETTINGS, words=words))]
+
+    every = expected(None)
+    assert len(set(every)) >= 2  # the untrained model says more than one word here
+    kept = sorted(set(every))[:1]
+    path = shutil.copy(files[8000], tmp_path / "spotter.keras")
+    artifacts.update_model_info(path, decision={"threshold": 0.6, "average": 0.5,
+                                                "suppression": 0.75, "words": kept})
+    for flags, words, said in (([], kept, f"words {kept[0]} (the model's"),
+                               (["--words", "all"], None, None),
+                               (["--words", ",".join(LABELS[:2])], LABELS[:2], "(--words")):
+        out, err = io.StringIO(), io.StringIO()
+        assert listen([str(path), str(files["wav"]), *flags], stdout=out, stderr=err) == 0
+        assert [line.split()[1] for line in out.getvalue().splitlines()] == expected(words)
+        line = [ln for ln in err.getvalue().splitlines() if ln.startswith("decision: ")]
+        assert len(line) == 1 and ((said in line[0]) if said else "words" not in line[0])
+    assert set(expected(kept)) <= set(kept)
+    err = io.StringIO()
+    with pytest.raises(ValueError, match="--words: left not among the model's labels"):
+        listen([str(path), str(files["wav"]), "--words", "yes,left"], stdout=io.StringIO(),
+               stderr=err)

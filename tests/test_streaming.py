@@ -192,13 +192,13 @@ def test_decision_settings_come_from_flags_then_the_model_then_the_defaults():
     from kws_tf.inference.streaming import DEFAULTS, decision_settings
 
     settings, line = decision_settings({}, None, None, None)
-    assert settings == {k: float(v) for k, v in DEFAULTS.items()}
+    assert settings == {**{k: float(v) for k, v in DEFAULTS.items()}, "words": None}
     assert line == (f"decision: threshold {DEFAULTS['threshold']:g} (default), average "
                     f"{DEFAULTS['average']:g} s (default), suppression "
                     f"{DEFAULTS['suppression']:g} s (default)")
     info = {"decision": {"threshold": 0.55, "average": 0.3}}
     settings, line = decision_settings(info, None, None, 1.25)
-    assert settings == {"threshold": 0.55, "average": 0.3, "suppression": 1.25}
+    assert settings == {"threshold": 0.55, "average": 0.3, "suppression": 1.25, "words": None}
     assert line == ("decision: threshold 0.55 (the model's), average 0.3 s (the model's), "
                     "suppression 1.25 s (--suppression)")
     settings, _ = decision_settings(info, 0.8, None, None)

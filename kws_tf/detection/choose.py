@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-from .recordings import split_recordings
-from .scoring import choose_setting, evaluate_setting, score_windows
+from .recordings import COMMANDS, split_recordings
+from .scoring import KeywordView, choose_setting, evaluate_setting, score_windows
 
 MAX_FA_PER_HOUR = 10.0
 HOP_SECONDS = 0.25  # predict --stream's windows; the streaming model's packets are finer
@@ -27,25 +27,29 @@ def spotter_words(labels: Sequence[str]) -> list:
 def choose_decision(scorer, root, commands: Optional[Sequence[str]] = None,
                     max_fa_per_hour: float = MAX_FA_PER_HOUR, hop: float = HOP_SECONDS,
                     seed: int = 0, cache_dir=None) -> Optional[dict]:
-    """``{"decision": {threshold, average, suppression}, "decision_chosen": how}`` for a
-    model with ``_silence_``/``_unknown_``; None where there is nothing to choose on (a model
-    without them, or no command word among the validation clips)."""
+    """``{"decision": {threshold, average, suppression[, words]}, "decision_chosen": how}``.
+
+    A spotter (a model with ``_silence_``/``_unknown_``) spots its words; a model of every
+    word (the study's task) spots ``commands`` (default: the ten command words it has), the
+    other words' probabilities summed into ``_unknown_``, and its decision names them
+    (``words``).  None where there is nothing to choose on: none of the words among the
+    model's labels or the validation clips."""
     labels = list(scorer.labels)
-    if not any(w in ("_silence_", "_unknown_") for w in labels):
+    spotter = any(w in ("_silence_", "_unknown_") for w in labels)
+    words = [w for w in (commands or (spotter_words(labels) if spotter else COMMANDS))
+             if w in labels]
+    if not words:
         return None
-    commands = list(commands or spotter_words(labels))
-    recordings = split_recordings(root, commands, seed, cache_dir,
-                                  splits=("validation",))["validation"]
-    if not any(e.command for rec in recordings for e in rec.events):
+    view = KeywordView(scorer, words)
+    recordings = _validation_recordings(root, words, seed, cache_dir)
+    if recordings is None:
         return None
-    hours = sum(rec.seconds for rec in recordings) / 3600
-    passes = min(MAX_PASSES, math.ceil(MIN_HOURS / hours))
-    if passes > 1:
-        recordings = split_recordings(root, commands, seed, cache_dir, passes,
-                                      splits=("validation",))["validation"]
-    scored = score_windows(scorer, recordings, hop)
-    setting, _ = choose_setting(scored, labels, TOLERANCE, max_fa_per_hour)
-    r = evaluate_setting(scored, labels, setting, TOLERANCE)
+    recordings, passes = recordings
+    scored = score_windows(view, recordings, hop)
+    setting, _ = choose_setting(scored, view.labels, TOLERANCE, max_fa_per_hour)
+    r = evaluate_setting(scored, view.labels, setting, TOLERANCE)
+    if view.labels != labels:
+        setting = {**setting, "words": words}
     return {"decision": setting, "decision_chosen": {
         "on": "validation-split recordings", "data": str(root), "hop_seconds": hop,
         "passes": passes,
@@ -56,10 +60,25 @@ def choose_decision(scorer, root, commands: Optional[Sequence[str]] = None,
         "false_alarms_per_hour": round(r["false_alarms_per_hour"], 2)}}
 
 
+def _validation_recordings(root, words, seed, cache_dir):
+    """``(recordings, passes)``: the validation split's clips strung into recordings, reused
+    until they last MIN_HOURS (at most MAX_PASSES times); None without a clip of ``words``."""
+    one = split_recordings(root, words, seed, cache_dir, splits=("validation",))["validation"]
+    if not any(e.command for rec in one for e in rec.events):
+        return None
+    passes = min(MAX_PASSES, math.ceil(MIN_HOURS / (sum(rec.seconds for rec in one) / 3600)))
+    if passes == 1:
+        return one, 1
+    return split_recordings(root, words, seed, cache_dir, passes,
+                            splits=("validation",))["validation"], passes
+
+
 def describe(chosen: dict) -> str:
     """One line: the settings and what they gave on validation."""
     d, how = chosen["decision"], chosen["decision_chosen"]
-    return (f"decision settings chosen on {how['hours']:.1f} h of validation recordings "
+    words = (f" spotting {','.join(d['words'])} (the other words as _unknown_)"
+             if d.get("words") else "")
+    return (f"decision settings chosen on {how['hours']:.1f} h of validation recordings{words} "
             f"(most words found at <= 10 FA/h): threshold {d['threshold']:g}, average "
             f"{d['average']:g} s, suppression {d['suppression']:g} s; miss rate "
             f"{100 * how['miss_rate']:.1f} % at {how['false_alarms_per_hour']:.1f} false alarms "

@@ -10,6 +10,9 @@ from typing import Sequence
 import numpy as np
 
 LEVELS_DBFS = (-60.0, -50.0, -40.0)
+# The ten command words of Speech Commands (TensorFlow's 12-label task): what a model of every
+# word spots in a stream.
+COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 RATE = 16000
 
 

@@ -13,21 +13,17 @@ from .recordings import RATE, Event
 
 class KeywordView:
     """A scorer seen as a spotter of ``commands``: other words' probabilities summed into
-    ``_unknown_`` (for models without that label)."""
+    ``_unknown_`` (kws_tf.inference.streaming.keyword_view; for models of every word)."""
 
     def __init__(self, scorer, commands: Sequence[str]):
+        from kws_tf.inference.streaming import keyword_view
+
         self.scorer, self.sample_rate = scorer, scorer.sample_rate
-        labels = list(scorer.labels)
-        self.keep = [i for i, w in enumerate(labels) if w in commands or w.startswith("_")]
-        self.other = [i for i, w in enumerate(labels) if i not in self.keep]
-        self.labels = [labels[i] for i in self.keep] + (["_unknown_"] if self.other else [])
+        self.labels, self._view = keyword_view(
+            scorer.labels, [w for w in commands if w in scorer.labels])
 
     def probabilities(self, audio):
-        p = np.asarray(self.scorer.probabilities(audio), np.float64)
-        out = p[:, self.keep]
-        if self.other:
-            out = np.concatenate([out, p[:, self.other].sum(-1, keepdims=True)], -1)
-        return out
+        return self._view(self.scorer.probabilities(audio))
 
 
 def window_scores(scorer, audio16: np.ndarray, hop: float, window: float = 1.0,
@@ -50,16 +46,76 @@ def window_scores(scorer, audio16: np.ndarray, hop: float, window: float = 1.0,
 
 
 def detect(labels, starts, ends, probs, threshold: float, average: float, suppression: float,
-           minimum_count: int = 2) -> list:
-    """RecognizeCommands over scores already computed: what kws_tf.predict.stream reports."""
-    from kws_tf.inference.streaming import RecognizeCommands
+           minimum_count: int = 2, words=None, cache=None) -> list:
+    """RecognizeCommands over scores already computed: what kws_tf.predict.stream reports
+    (the same detections; the averages are computed once per averaging window, so sweeping
+    thresholds and suppressions over them is fast).  ``words``: report only these, the other
+    labels' probabilities summed into ``_unknown_`` (RecognizeCommands' ``words``)."""
+    if words:
+        labels, probs = _viewed(labels, probs, words)
+        cache = None  # the view is a new array each call: nothing to share
+    averaged = _averages(cache, ends, probs, average, minimum_count)
+    return decide(labels, starts, ends, averaged, threshold, suppression)
 
-    rc = RecognizeCommands(labels, average, threshold, suppression, minimum_count)
-    out = []
-    for s, e, p in zip(starts, ends, probs):
-        d = rc.process(float(s), float(e), p)
-        if d is not None:
-            out.append(d)
+
+def _viewed(labels, probs, words):
+    from kws_tf.inference.streaming import keyword_view
+
+    view_labels, view = keyword_view(labels, words)
+    return view_labels, view(np.asarray(probs, np.float64))
+
+
+def averaged_windows(ends, probs, average: float, minimum_count: int = 2) -> list:
+    """Per window, what RecognizeCommands decides on: None while fewer than ``minimum_count``
+    windows are in the last ``average`` seconds, else ``(top label, its averaged probability,
+    the window of the average that scored that label highest)``; computed as
+    RecognizeCommands.process computes them (the same float64 means)."""
+    probs = np.asarray(probs, np.float64)
+    out, j = [], 0
+    for i, end in enumerate(ends):
+        while j <= i and ends[j] <= end - average + 1e-6:
+            j += 1
+        if i + 1 - j < minimum_count:
+            out.append(None)
+            continue
+        window = probs[j:i + 1]
+        mean = np.mean(window, axis=0)
+        top = int(np.argmax(mean))
+        out.append((top, float(mean[top]), j + int(np.argmax(window[:, top]))))
+    return out
+
+
+def _averages(cache, ends, probs, average, minimum_count):
+    if cache is None:
+        return averaged_windows(ends, probs, average, minimum_count)
+    key = (id(probs), float(average), int(minimum_count))
+    if key not in cache:
+        cache[key] = averaged_windows(ends, probs, average, minimum_count)
+    return cache[key]
+
+
+def decide(labels, starts, ends, averaged, threshold: float, suppression: float) -> list:
+    """RecognizeCommands' decisions over :func:`averaged_windows`: a word is reported when its
+    average passes ``threshold``, ``suppression`` seconds after the previous detection, and it
+    is new (another word, or the same one after the scores fell below the threshold)."""
+    from kws_tf.inference.streaming import Detection
+
+    out, last, armed = [], None, True
+    for s_index, (end, a) in enumerate(zip(ends, averaged)):
+        if a is None:
+            continue
+        top, score, best = a
+        label = labels[top]
+        if label.startswith("_") or score < threshold:
+            armed = True
+            continue
+        if last is not None and end - last.time < suppression:
+            continue
+        if last is not None and label == last.label and not armed:
+            continue
+        last = Detection(label, score, float(starts[best]), float(end))
+        armed = False
+        out.append(last)
     return out
 
 
@@ -98,9 +154,21 @@ def summarise(results: Sequence[dict], seconds: float) -> dict:
             "delay_p90_s": float(np.percentile(delays, 90)) if delays else None}
 
 
-def evaluate_setting(scored, labels, setting: dict, tolerance: float) -> dict:
-    """``scored``: [(Recording, (starts, ends, probs))]."""
-    results = [score(rec.events, detect(labels, *s, **setting), tolerance) for rec, s in scored]
+DECISION_KEYS = ("threshold", "average", "suppression", "minimum_count", "words")
+
+
+def _detections(scored, labels, setting: dict, cache=None) -> list:
+    """Every recording's detections under ``setting`` (a stored decision's other keys, such as
+    how it was chosen, are not the detector's)."""
+    kw = {k: setting[k] for k in DECISION_KEYS if setting.get(k) is not None}
+    return [detect(labels, *s, cache=cache, **kw) for _, s in scored]
+
+
+def evaluate_setting(scored, labels, setting: dict, tolerance: float, cache=None) -> dict:
+    """``scored``: [(Recording, (starts, ends, probs))]; ``cache``: a dict shared by calls
+    over the same ``scored`` (the averages are then computed once per averaging window)."""
+    results = [score(rec.events, d, tolerance)
+               for (rec, _), d in zip(scored, _detections(scored, labels, setting, cache))]
     return summarise(results, sum(rec.seconds for rec, _ in scored))
 
 
@@ -112,12 +180,12 @@ SUPPRESSIONS = (0.75, 1.0, 1.5)
 def choose_setting(scored, labels, tolerance: float, max_fa_per_hour: float) -> tuple:
     """The setting with the most hits at no more than ``max_fa_per_hour`` (ties: fewer false
     alarms, then the higher threshold); else the one with the fewest false alarms."""
-    grid = []
+    grid, cache = [], {}
     for a in AVERAGES:
         for s in SUPPRESSIONS:
             for t in THRESHOLDS:
                 setting = {"threshold": float(t), "average": a, "suppression": s}
-                grid.append((setting, evaluate_setting(scored, labels, setting, tolerance)))
+                grid.append((setting, evaluate_setting(scored, labels, setting, tolerance, cache)))
     ok = [g for g in grid if g[1]["false_alarms_per_hour"] <= max_fa_per_hour]
     if ok:
         best = max(ok, key=lambda g: (g[1]["hits"], -g[1]["false_alarms"], g[0]["threshold"]))
@@ -160,8 +228,8 @@ def by_background(scored, labels, setting, tolerance) -> dict:
         return [table.setdefault(k, {"commands": 0, "hits": 0, "false_alarms": 0, "seconds": 0.0})
                 for table, k in ((levels, level), (noises, noise))]
 
-    for rec, s in scored:
-        r = score(rec.events, detect(labels, *s, **setting), tolerance)
+    for (rec, _), dets in zip(scored, _detections(scored, labels, setting)):
+        r = score(rec.events, dets, tolerance)
         missed = {id(e) for e in r["missed"]}
         for i, e in enumerate(rec.events):
             end = rec.events[i + 1].gap_start if i + 1 < len(rec.events) else rec.seconds
@@ -192,9 +260,9 @@ HEADLINE_FA_PER_HOUR = (1.0, 10.0, 60.0)
 def det_curve(scored, labels, setting: dict, tolerance: float, thresholds=DET_THRESHOLDS) -> list:
     """``[{threshold, miss_rate, false_alarms_per_hour, ...}]`` as the threshold sweeps, the
     averaging and suppression of ``setting`` fixed."""
-    curve = []
+    curve, cache = [], {}
     for t in thresholds:
-        r = evaluate_setting(scored, labels, {**setting, "threshold": float(t)}, tolerance)
+        r = evaluate_setting(scored, labels, {**setting, "threshold": float(t)}, tolerance, cache)
         curve.append({"threshold": float(t), "miss_rate": 1 - r["hit_rate"], **r})
     return curve
 

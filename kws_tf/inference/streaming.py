@@ -35,10 +35,13 @@ DEFAULTS = {"threshold": 0.9, "average": 0.5, "suppression": 0.75}
 SETTING_UNITS = {"threshold": "", "average": " s", "suppression": " s"}
 
 
-def decision_settings(info: dict, threshold=None, average=None, suppression=None) -> tuple:
+def decision_settings(info: dict, threshold=None, average=None, suppression=None,
+                      words=None) -> tuple:
     """``(settings, line)``: the threshold, averaging and suppression a stream decides with,
     each from its flag where one was given, else from the model's own settings (its metadata's
-    ``decision``, chosen for that model), else kws_tf's defaults; ``line`` says which is which."""
+    ``decision``, chosen for that model), else kws_tf's defaults; ``line`` says which is which.
+    ``settings["words"]``: the words reported (``--words``, else the model's own: a model of
+    every word spots the ten commands), None for every label; ``words="all"`` is None too."""
     given = {"threshold": threshold, "average": average, "suppression": suppression}
     stored = dict((info or {}).get("decision") or {})
     settings, parts = {}, []
@@ -50,7 +53,51 @@ def decision_settings(info: dict, threshold=None, average=None, suppression=None
         else:
             settings[name], where = float(DEFAULTS[name]), "default"
         parts.append(f"{name} {settings[name]:g}{SETTING_UNITS[name]} ({where})")
+    if words is not None:
+        chosen = None if words == "all" else [w.strip() for w in words.split(",") if w.strip()]
+        where = "--words"
+    else:
+        chosen, where = stored.get("words") or None, "the model's"
+    settings["words"] = chosen
+    if chosen:
+        parts.append(f"words {','.join(chosen)} ({where}; the other labels count as _unknown_)")
     return settings, "decision: " + ", ".join(parts)
+
+
+def recognizer(labels, settings: dict, minimum_count: int = 2) -> "RecognizeCommands":
+    """The RecognizeCommands of :func:`decision_settings`' ``settings``."""
+    return RecognizeCommands(labels, settings["average"], settings["threshold"],
+                             settings["suppression"], minimum_count, settings.get("words"))
+
+
+def keyword_view(labels: Sequence[str], words: Sequence[str]):
+    """``(view labels, view)``: a model's labels seen as a spotter of ``words``: the words
+    and the ``_``-labels kept, every other label's probability summed into ``_unknown_``
+    (how a model of all 35 words spots the ten commands).  ``view`` maps probabilities
+    (``(..., len(labels))``) to the view's."""
+    labels, words = list(labels), set(words)
+    missing = sorted(words - set(labels))
+    if missing:
+        raise ValueError(f"--words: {', '.join(missing)} not among the model's labels "
+                         f"({', '.join(labels)})")
+    keep = [i for i, w in enumerate(labels) if w in words or w.startswith("_")]
+    other = [i for i in range(len(labels)) if i not in keep]
+    view_labels = [labels[i] for i in keep]
+    if not other:
+        return view_labels, lambda p: np.asarray(p, np.float64)
+    unknown = view_labels.index("_unknown_") if "_unknown_" in view_labels else None
+    if unknown is None:
+        view_labels.append("_unknown_")
+
+    def view(p):
+        p = np.asarray(p, np.float64)
+        out, rest = p[..., keep], p[..., other].sum(-1, keepdims=True)
+        if unknown is None:
+            return np.concatenate([out, rest], -1)
+        out[..., unknown] += rest[..., 0]
+        return out
+
+    return view_labels, view
 
 
 class RecognizeCommands:
@@ -63,10 +110,14 @@ class RecognizeCommands:
     passed since the previous detection, and it is a new word: a different label, or the same
     one after the scores fell below the threshold (or to a ``_``-label) in between, so that a
     word said twice with a pause is counted twice but one long utterance only once.
+
+    ``words``: report only these; the other labels' probabilities count as ``_unknown_``
+    (:func:`keyword_view`); None reports every label but the ``_``-labels.
     """
 
     def __init__(self, labels: Sequence[str], average_window: float = None, threshold: float = None,
-                 suppression: float = None, minimum_count: int = 2):
+                 suppression: float = None, minimum_count: int = 2,
+                 words: Optional[Sequence[str]] = None):
         average_window = DEFAULTS["average"] if average_window is None else average_window
         threshold = DEFAULTS["threshold"] if threshold is None else threshold
         suppression = DEFAULTS["suppression"] if suppression is None else suppression
@@ -74,7 +125,9 @@ class RecognizeCommands:
             raise ValueError(f"--threshold must be in (0, 1], got {threshold}")
         if average_window <= 0 or suppression < 0 or minimum_count < 1:
             raise ValueError("--average must be > 0, --suppression >= 0 and minimum count >= 1")
-        self.labels = list(labels)
+        self.labels, self._view = list(labels), None
+        if words:
+            self.labels, self._view = keyword_view(labels, words)
         self.average_window, self.threshold = float(average_window), float(threshold)
         self.suppression, self.minimum_count = float(suppression), int(minimum_count)
         self._recent = collections.deque()  # (window start s, window end s, probabilities)
@@ -84,6 +137,8 @@ class RecognizeCommands:
     def process(self, start: float, end: float, probabilities) -> Optional[Detection]:
         """Feed one window (its start/end time in seconds); return a Detection or None."""
         probabilities = np.asarray(probabilities, np.float64)
+        if self._view is not None:
+            probabilities = self._view(probabilities)
         if self._recent and end <= self._recent[-1][1]:
             raise ValueError(f"windows must come in time order ({end} after {self._recent[-1][1]})")
         self._recent.append((start, end, probabilities))
