@@ -69,8 +69,12 @@ def make_optimizer(model, v):
 
 
 def train_cell(variant, sample_rate: int, data_root, output, seed: int = 0, epochs=None,
-               cache_dir=None, log=print) -> dict:
-    """Train one cell with the variant's recipe (``epochs`` overrides its epoch count)."""
+               cache_dir=None, log=print, init: str = "torch") -> dict:
+    """Train one cell with the variant's recipe (``epochs`` overrides its epoch count).
+
+    ``init="keras"`` starts from the weights ``kws_tf.build_model`` draws at ``seed`` (our
+    initialisation, copied in) instead of PyTorch's own: the rest is PyTorch's, so a cell that
+    moves towards ours with it differs by its initialisation."""
     import torch
 
     from kws_tf import artifacts
@@ -79,6 +83,8 @@ def train_cell(variant, sample_rate: int, data_root, output, seed: int = 0, epoc
 
     from .torch_reference import TorchKWS
 
+    if init not in ("torch", "keras"):
+        raise ValueError(f"init must be 'torch' or 'keras', got {init!r}")
     v = get_variant(variant)
     epochs = int(epochs or v.epochs)
     output = Path(output)
@@ -89,10 +95,12 @@ def train_cell(variant, sample_rate: int, data_root, output, seed: int = 0, epoc
     torch.manual_seed(seed)
     model = TorchKWS(v, sample_rate, num_classes=len(data.labels),
                      input_rate=16000 if sample_rate != 16000 else None)
+    if init == "keras":
+        _copy_keras_init(model, v, sample_rate, len(data.labels), seed)
     history, batch_losses, best, train_seconds = _fit_epochs(model, v, splits, epochs, seed, log)
     loss_fn, n_train = model.loss_fn(), len(splits["training"][1])
     model.load_state_dict(best[2])
-    metrics = {"framework": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(),
+    metrics = {"framework": "pytorch", "init": init, "torch": torch.__version__, "threads": torch.get_num_threads(),
                "variant": v.name, "sample_rate": sample_rate, "seed": seed, "epochs_planned": epochs,
                "epochs_run": len(history), "best_epoch": best[0],
                "train_seconds": round(train_seconds, 1),
@@ -106,6 +114,17 @@ def train_cell(variant, sample_rate: int, data_root, output, seed: int = 0, epoc
     artifacts.write_text(output / "batch_losses.json", json.dumps([round(x, 5) for x in batch_losses]))
     artifacts.write_json(output / "metrics.json", metrics)  # last: the cell is done
     return metrics
+
+
+def _copy_keras_init(model, v, sample_rate: int, num_classes: int, seed: int) -> None:
+    import keras
+
+    from kws_tf.models import build_model
+
+    from .torch_reference import copy_from_keras
+
+    keras.utils.set_random_seed(seed)  # as kws_tf.training.fit does before it builds
+    copy_from_keras(model, build_model(v, sample_rate, num_classes=num_classes))
 
 
 def _fit_epochs(model, v, splits, epochs: int, seed: int, log):
@@ -161,9 +180,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="default: the variant's recipe")
     ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--init", choices=("torch", "keras"), default="torch",
+                    help="initial weights: PyTorch's own (default) or kws_tf.build_model's at "
+                         "--seed, copied in (isolates the initialisation from the rest)")
     args = ap.parse_args(argv)
     m = train_cell(args.variant, args.sample_rate, args.data, args.output, args.seed,
-                   args.epochs, args.cache_dir)
+                   args.epochs, args.cache_dir, init=args.init)
     print(json.dumps({k: m[k] for k in ("variant", "sample_rate", "best_epoch") if k in m}
                      | {s: m[s]["accuracy"] for s in ("validation", "testing") if s in m}))
     return 0

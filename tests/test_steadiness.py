@@ -99,3 +99,28 @@ def test_torch_recipe_keeps_the_best_epoch_and_steps_the_learning_rate(tiny_root
     assert again["validation"]["loss"] == pytest.approx(m["validation"]["loss"], rel=1e-4)
     other = train_cell(v, 8000, tiny_root, tmp_path / "c", seed=1, log=lambda s: None)
     assert other["validation"]["loss"] != pytest.approx(m["validation"]["loss"], rel=1e-4)
+
+
+def test_torch_recipe_can_start_from_our_initialisation(tiny_root, tmp_path):
+    """--init keras: the PyTorch trainer starts from kws_tf.build_model's weights at the seed
+    (Keras' orthogonal recurrent kernel, not PyTorch's uniform one), the rest unchanged."""
+    import torch
+
+    from benchmarks.torch_recipe import _copy_keras_init, train_cell
+    from benchmarks.torch_reference import TorchKWS
+
+    v = VARIANTS["gru1"].replace(epochs=1, batch_size=12)
+    a, b, own = (TorchKWS(v, 8000, 3, input_rate=16000) for _ in range(3))
+    _copy_keras_init(a, v, 8000, 3, seed=0)
+    _copy_keras_init(b, v, 8000, 3, seed=0)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    eye = torch.eye(v.gru_units)
+    hh = a.gru.weight_hh_l0.detach()  # (3 units, units): its columns orthonormal
+    assert torch.allclose(hh.T @ hh, eye, atol=1e-4)
+    assert not torch.allclose(own.gru.weight_hh_l0.detach().T @ own.gru.weight_hh_l0.detach(),
+                              eye, atol=0.1)
+    m = train_cell(v, 8000, tiny_root, tmp_path / "k", seed=0, log=lambda s: None, init="keras")
+    assert m["init"] == "keras" and m["epochs_run"] == 1
+    with pytest.raises(ValueError, match="init must be"):
+        train_cell(v, 8000, tiny_root, tmp_path / "x", init="xavier", log=lambda s: None)
+    assert not (tmp_path / "x").exists()
