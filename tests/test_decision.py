@@ -164,7 +164,7 @@ def test_train_words_ends_by_choosing_the_models_decision_settings(tiny_root, tm
 
     out = tmp_path / "run"
     assert main(["gru4", "--sample-rate", "8000", "--data", str(tiny_root), "--words", "yes,down",
-                 "--epochs", "1", "--output", str(out), "--quiet"]) == 0
+                 "--epochs", "1", "--output", str(out), "--quiet", "--no-jit-compile"]) == 0
     info = artifacts.read_model_info(out / "model.keras")
     assert set(info["decision"]) == {"threshold", "average", "suppression"}
     assert info["decision_chosen"]["command_words"] == 6 * 3  # yes and down, 3 validation clips each, 3 passes

@@ -33,7 +33,7 @@ def _no_data(root, rate):
 def test_cells_summary_and_skip_finished(tmp_path):
     out = tmp_path / "repro"
     args = ["--variants", "gru1,gru2", "--rates", "8000", "--epochs-scale", "0.1",
-            "--output", str(out), "--quiet", "--note", "Tiny test data"]
+            "--output", str(out), "--quiet", "--note", "Tiny test data", "--no-jit-compile"]
     assert reproduce.main(args, load_data=tiny_data) == 0
     summary = json.loads((out / "results.json").read_text())
     cells = {(c["variant"], c["sample_rate"]): c for c in summary["cells"]}
@@ -63,7 +63,7 @@ def test_cells_summary_and_skip_finished(tmp_path):
 def test_killed_cell_continues_from_last_epoch(tmp_path, monkeypatch):
     out = tmp_path / "repro"
     args = ["--variants", "gru2", "--rates", "8000", "--epochs-scale", "0.1",
-            "--output", str(out), "--quiet"]
+            "--output", str(out), "--quiet", "--no-jit-compile"]
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -206,7 +206,7 @@ def test_words_gives_the_12_label_table(tmp_path, tiny_root):
 
     out = tmp_path / "repro12"
     args = ["--variants", "gru1", "--rates", "8000", "--epochs-scale", "0.1",
-            "--output", str(out), "--quiet", "--words", "yes,down"]
+            "--output", str(out), "--quiet", "--no-jit-compile", "--words", "yes,down"]
     load = lambda root, rate: load_training_data(tiny_root, rate, verbose=False)  # noqa: E731
     assert reproduce.main(args, load_data=load) == 0
     summary = json.loads((out / "results.json").read_text())
