@@ -221,3 +221,39 @@ def test_words_gives_the_12_label_table(tmp_path, tiny_root):
     # the study's task on top of these cells is refused, not mixed
     with pytest.raises(ValueError, match="use another --output"):
         reproduce.main(args[:-2], load_data=_no_data)
+
+
+def test_spread_reads_two_seeds_and_pytorch_from_our_init(tmp_path):
+    from experiments import spread
+
+    def cell(table, name, seed, ours, torch=None):
+        c = tmp_path / table / "cells" / name
+        c.mkdir(parents=True)
+        (c / "cell.json").write_text(json.dumps({"seed": seed}))
+        (c / "metrics.json").write_text(json.dumps({"testing": {"accuracy": ours}}))
+        if torch is not None:
+            t = tmp_path / table / "torch" / name
+            t.mkdir(parents=True)
+            (t / "metrics.json").write_text(json.dumps({"seed": seed, "testing": {"accuracy": torch}}))
+
+    cell("s0", "gru5-8k", 0, 0.24, 0.16)
+    cell("s1", "gru5-8k", 1, 0.18, 0.20)
+    cell("s0", "gru4-8k", 0, 0.53, 0.53)  # one seed only: not a row
+    init = tmp_path / "init" / "gru5-8k"
+    init.mkdir(parents=True)
+    (init / "metrics.json").write_text(json.dumps({"seed": 0, "testing": {"accuracy": 0.22}}))
+    out = tmp_path / "spread.md"
+    assert spread.main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--keras-init",
+                        str(tmp_path / "init"), "--output", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [r["cell"] for r in rows] == ["gru5-8k"]
+    r = rows[0]
+    assert r["seeds"] == [0, 1] and r["ours_spread"] == pytest.approx(0.06)
+    assert r["torch_spread"] == pytest.approx(0.04)
+    assert r["ours_minus_torch"] == pytest.approx([0.08, -0.02])
+    assert r["mean_ours_minus_torch"] == pytest.approx(0.03)
+    assert r["torch_from_our_init"] == 0.22
+    assert "| gru5-8k | 0, 1 | 24.0 % / 18.0 % | 16.0 % / 20.0 % | +6.0 | +4.0 | +8.0 / -2.0 " \
+           "| +3.0 | 22.0 % |" in out.read_text()
+    with pytest.raises(SystemExit, match="not a reproduce output folder"):
+        spread.main([str(tmp_path / "nothing"), "--output", str(out)])
