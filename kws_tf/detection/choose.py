@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-from .recordings import COMMANDS, split_recordings
+from .recordings import COMMANDS, build_recordings, load_noise, load_split_clips
 from .scoring import KeywordView, choose_setting, evaluate_setting, score_windows
 
 MAX_FA_PER_HOUR = 10.0
@@ -61,16 +61,19 @@ def choose_decision(scorer, root, commands: Optional[Sequence[str]] = None,
 
 
 def _validation_recordings(root, words, seed, cache_dir):
-    """``(recordings, passes)``: the validation split's clips strung into recordings, reused
-    until they last MIN_HOURS (at most MAX_PASSES times); None without a clip of ``words``."""
-    one = split_recordings(root, words, seed, cache_dir, splits=("validation",))["validation"]
-    if not any(e.command for rec in one for e in rec.events):
+    """``(recordings, passes)``: the validation split's clips strung into recordings (as
+    ``split_recordings`` strings them), reused until they last MIN_HOURS, at most MAX_PASSES
+    times; None without a clip of ``words``.  The clips are read once."""
+    noise = load_noise(root)
+    clips, labels = load_split_clips(root, "validation", cache_dir)
+    recordings = build_recordings(clips, labels, words, noise, seed)
+    if not any(e.command for rec in recordings for e in rec.events):
         return None
-    passes = min(MAX_PASSES, math.ceil(MIN_HOURS / (sum(rec.seconds for rec in one) / 3600)))
-    if passes == 1:
-        return one, 1
-    return split_recordings(root, words, seed, cache_dir, passes,
-                            splits=("validation",))["validation"], passes
+    hours = sum(rec.seconds for rec in recordings) / 3600
+    passes = min(MAX_PASSES, math.ceil(MIN_HOURS / hours))
+    for p in range(1, passes):
+        recordings += build_recordings(clips, labels, words, noise, seed + 1000 * p)
+    return recordings, passes
 
 
 def describe(chosen: dict) -> str:
