@@ -125,7 +125,8 @@ def run_cell(variant: Variant, data, config, output: Path, epochs_scale: float =
     record = {
         "variant": variant.name, "sample_rate": rate, "epochs_planned": epochs,
         "epochs_scale": epochs_scale, "lr_step_epochs": cell_variant.lr_step_epochs,
-        "seed": config.seed, "words": (task or {}).get("words"), "wall_seconds": round(wall, 1),
+        "seed": config.seed, "init": config.init, "words": (task or {}).get("words"),
+        "wall_seconds": round(wall, 1),
         "resumed": resumed,
         "clips": {s: int(len(data[s].labels)) for s in data.splits},
         "data": str(data.root) if data.root else None,
@@ -136,9 +137,12 @@ def run_cell(variant: Variant, data, config, output: Path, epochs_scale: float =
 
 
 def check_cell_matches(record: dict, variant: Variant, epochs_scale: float, seed: int,
-                       words, folder: Path) -> None:
-    """A finished cell must be the one asked for: same task, epochs and seed."""
+                       words, folder: Path, init: str = "keras") -> None:
+    """A finished cell must be the one asked for: same task, epochs, seed and initial weights."""
     _, epochs = cell_recipe(variant, epochs_scale)
+    if record.get("init", "keras") != init:
+        raise ValueError(f"{folder} was trained from --init {record.get('init', 'keras')}, not "
+                         f"--init {init}; use another --output")
     if record.get("words") != words:
         raise ValueError(f"{folder} was trained on words {record.get('words') or 'all'}, not "
                          f"{words or 'all'}; use another --output")
@@ -172,7 +176,7 @@ def collect(output: Path) -> list:
             "validation_accuracy": metrics["validation"]["accuracy"],
             "difference": None if ours is None or study is None else ours - study,
             "test_loss": metrics["testing"]["loss"] if "testing" in metrics else None,
-            "trainable_params": metrics["trainable_params"],
+            "trainable_params": metrics["trainable_params"], "init": record.get("init", "keras"),
             "study_trainable_params": v.trainable_params,
             "epochs_planned": record["epochs_planned"], "recipe_epochs": v.epochs,
             "epochs_run": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
@@ -214,7 +218,9 @@ def render_markdown(summary: dict) -> str:
                         + ", ".join(sorted({f"{r['variant']} {r['epochs_planned']}"
                                             for r in rows}, key=lambda s: s))),
         "- Ours: the weights of the epoch with the lowest validation loss, evaluated on the "
-        "validation and test splits of this data.",
+        "validation and test splits of this data"
+        + ("; initial weights drawn as PyTorch draws them (`--init pytorch`)."
+           if any(r.get("init") == "pytorch" for r in rows) else "; Keras' initial weights."),
         (f"- Task: labels _silence_, _unknown_, {', '.join(words)} (kws_tf.data.tasks: 10 % "
          "silence and 10 % unknown clips per split, TensorFlow's speech_commands rule). The "
          "study reported only its 35-word task, so there is no study figure to compare with."
@@ -304,7 +310,8 @@ def hold_lock(output: Path):
                             f"wait for it to finish or use another --output")
 
 
-def pending_cells(output: Path, requested, epochs_scale: float, seed: int, words) -> dict:
+def pending_cells(output: Path, requested, epochs_scale: float, seed: int, words,
+                  init: str = "keras") -> dict:
     """{rate: [variant, ...]} of the requested cells not finished yet; a finished cell of
     another recipe, seed or task is refused."""
     todo = {}
@@ -312,7 +319,7 @@ def pending_cells(output: Path, requested, epochs_scale: float, seed: int, words
         folder = output / "cells" / cell_name(v, rate)
         record = finished_cell(folder)
         if record:
-            check_cell_matches(record, VARIANTS[v], epochs_scale, seed, words, folder)
+            check_cell_matches(record, VARIANTS[v], epochs_scale, seed, words, folder, init)
             print(f"{cell_name(v, rate)}: finished earlier, skipped "
                   f"(test accuracy in {folder / 'metrics.json'})")
         else:
@@ -338,7 +345,8 @@ def _reproduce(args, output: Path, load_data, command: str) -> int:
     task = common.WordTask.from_args(args)  # --words: the 12-label task
     config = fit_config_from_args(args, verbose=0 if args.quiet else 1)
     requested = [(v, r) for r in args.rates for v in args.variants]
-    todo = pending_cells(output, requested, args.epochs_scale, args.seed, task.word_list)
+    todo = pending_cells(output, requested, args.epochs_scale, args.seed, task.word_list,
+                         args.init)
     summary = dict(note=args.note, data=args.data, epochs_scale=args.epochs_scale,
                    command=command, words=task.word_list)
     if todo:

@@ -8,6 +8,7 @@ code runs on the TensorFlow, PyTorch and JAX backends.
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from .layers.fused import ConvBatchNorm1D, ConvBatchNormPool1D
 from .layers.resample import Resample
@@ -84,6 +85,34 @@ def _conv_block(x, v, i: int, channels: int, fused: bool, sync_batchnorm: bool):
                                         synchronized=sync_batchnorm)(x)
     x = keras.layers.ReLU(name=f"block{i}_relu")(x)
     return keras.layers.MaxPooling1D(v.pool_size, name=f"block{i}_pool")(x)
+
+
+INITIALIZATIONS = ("keras", "pytorch")
+
+
+def initialize_like_pytorch(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Redraw ``model``'s weights as PyTorch initialises the study's layers (the original code
+    trained from these): conv and classifier weights and biases uniform within
+    +-1/sqrt(fan_in) (``kaiming_uniform(a=sqrt(5))``, nn.Conv1d/nn.Linear), every GRU weight
+    and bias within +-1/sqrt(units) (nn.GRU).  BatchNorm starts at 1 / 0 in both.  Keras'
+    defaults (glorot-uniform, orthogonal recurrent kernel, zero biases) draw conv kernels ~5x
+    smaller, which under BatchNorm is a larger effective learning rate.  The plain and the fused
+    build have the same weight paths, so either works; ``seed`` fixes the draw (numpy)."""
+    rng = np.random.default_rng(seed)
+    weights = {w.path: w for w in model.weights}
+    for path, w in weights.items():
+        layer, name = path.split("/")[0], path.rsplit("/", 1)[-1]
+        if layer == "gru":
+            bound = 1.0 / np.sqrt(weights["gru/gru_cell/recurrent_kernel"].shape[0])
+        elif layer.endswith("_conv") or layer == "classifier":
+            kernel = weights[f"{layer}/kernel"].shape  # conv (k, in, out), dense (in, out)
+            bound = 1.0 / np.sqrt(int(np.prod(kernel[:-1])))
+        else:
+            continue  # BatchNorm: the same start in both frameworks
+        if name not in ("kernel", "recurrent_kernel", "bias"):
+            continue
+        w.assign(rng.uniform(-bound, bound, tuple(w.shape)).astype(w.dtype))
+    return model
 
 
 def count_trainable_params(model: keras.Model) -> int:

@@ -320,3 +320,37 @@ def test_conv_batchnorm_pool_layer_is_the_three_layers(jit):
     expected = tf.nn.max_pool1d((z - mm) / np.sqrt(mv + 1e-5) * w[2] + w[3], 4, 4, "VALID")
     got = keras.ops.convert_to_numpy(layer(x, training=False))
     assert np.abs(got - expected.numpy()).max() < 1e-5 * np.abs(expected.numpy()).max()
+
+
+def test_pytorch_initialisation_draws_within_pytorchs_bounds_for_each_weight():
+    """--init pytorch: every conv, GRU and classifier weight uniform within the bound PyTorch
+    draws the same parameter from (its own modules are the reference), BatchNorm unchanged."""
+    torch = pytest.importorskip("torch")
+    from benchmarks.torch_reference import TorchKWS
+    from kws_tf.models import initialize_like_pytorch
+
+    model = build_model("gru4", 8000)
+    bn_before = {w.path: np.asarray(w) for w in model.weights if "_bn/" in w.path}
+    initialize_like_pytorch(model, seed=0)
+    ours = {w.path: np.asarray(w) for w in model.weights}
+    torch.manual_seed(0)
+    ref = dict(TorchKWS("gru4", 8000, 35).named_parameters())
+    convs = [k for k in ref if k.startswith("features.") and ref[k].dim() == 3]
+    pairs = {"gru/gru_cell/kernel": "gru.weight_ih_l0", "gru/gru_cell/recurrent_kernel": "gru.weight_hh_l0",
+             "classifier/kernel": "fc.weight", "classifier/bias": "fc.bias"}
+    for i, name in enumerate(convs, start=1):
+        pairs[f"block{i}_conv/kernel"] = name
+        pairs[f"block{i}_conv/bias"] = name.replace("weight", "bias")
+    for path, name in pairs.items():
+        theirs = ref[name].detach().numpy()
+        assert ours[path].size == theirs.size
+        # uniform draws of the same bound: the largest magnitudes agree (closer for large tensors)
+        tol = 0.02 if theirs.size >= 1000 else 0.25
+        assert np.abs(ours[path]).max() == pytest.approx(np.abs(theirs).max(), rel=tol), path
+    gru_bias = np.abs(ours["gru/gru_cell/bias"])  # PyTorch's bias_ih and bias_hh, one bound
+    assert 0.9 / np.sqrt(256) < gru_bias.max() <= 1 / np.sqrt(256)
+    for path, before in bn_before.items():
+        np.testing.assert_array_equal(ours[path], before)
+    again = initialize_like_pytorch(build_model("gru4", 8000, fused=True), seed=0)
+    for w in again.weights:  # the fused build has the same paths: the same draw
+        np.testing.assert_array_equal(np.asarray(w), ours[w.path])

@@ -57,6 +57,9 @@ def test_cells_summary_and_skip_finished(tmp_path):
     # Another scale on top of finished cells is refused, not silently mixed.
     with pytest.raises(ValueError, match="use another --output"):
         reproduce.main([*args[:4], "--epochs-scale", "0.5", *args[6:]], load_data=_no_data)
+    with pytest.raises(ValueError, match="trained from --init keras, not --init pytorch"):
+        reproduce.main([*args, "--init", "pytorch"], load_data=_no_data)
+    assert "Keras' initial weights" in md
 
 
 @pytest.mark.slow

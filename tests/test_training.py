@@ -301,3 +301,27 @@ def test_time_shift_reaches_the_augmented_batches(tiny_root, data):
     add_fit_args(p)
     assert fit_config_from_args(p.parse_args(["--time-shift-ms", "250"])).time_shift_ms == 250.0
     assert fit_config_from_args(p.parse_args([])).time_shift_ms == 100.0
+
+
+def test_init_pytorch_starts_from_pytorchs_draw_and_is_recorded(data, tmp_path, monkeypatch):
+    from kws_tf import models
+    from kws_tf.training import fit_loop
+
+    started = {}
+    real = models.initialize_like_pytorch
+
+    def spy(model, seed):
+        real(model, seed)
+        started.update({w.path: np.asarray(w).copy() for w in model.weights})
+        return model
+
+    monkeypatch.setattr(fit_loop, "initialize_like_pytorch", spy)
+    fit(TINY, data, FitConfig(**{**CFG, "epochs": 1, "init": "pytorch", "seed": 3}),
+        output=tmp_path / "p")
+    want = real(models.build_model(TINY, 8000, num_classes=3), seed=3)
+    for w in want.weights:  # the run started from the seed's PyTorch-style draw
+        np.testing.assert_array_equal(started[w.path], np.asarray(w))
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["fit_config"]["init"] == "pytorch"
+    with pytest.raises(TrainingError, match="init must be one of keras, pytorch"):
+        fit(TINY, data, FitConfig(**{**CFG, "init": "xavier"}), output=tmp_path / "x")
+    assert not (tmp_path / "x").exists()

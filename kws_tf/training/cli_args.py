@@ -18,6 +18,9 @@ def add_fit_args(parser, recipe: bool = True, strategies=STRATEGIES) -> None:
         parser.add_argument("--lr", type=float, help="learning rate; default: the variant's recipe")
     parser.add_argument("--seed", type=int, default=0,
                         help="data order, augmentation and initial weights (default 0)")
+    parser.add_argument("--init", choices=("keras", "pytorch"), default="keras",
+                        help="initial weights: Keras' defaults, or drawn as the study's PyTorch "
+                             "code drew them (kws_tf.models.initialize_like_pytorch; default keras)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="background-noise mixing and time shift (off in the study's recipe; "
                              "on in the synthetic data's, kws_tf.training.synthetic_recipe)")
@@ -47,7 +50,7 @@ def fit_config_from_args(args, **fields):
     """``FitConfig`` from parsed ``add_fit_args`` flags; ``fields`` set the rest (sample rate...)."""
     from .config import FitConfig
 
-    config = {"seed": args.seed, "augment": bool(args.augment), "mixed_precision": args.mixed_precision,
+    config = {"seed": args.seed, "init": getattr(args, "init", "keras"), "augment": bool(args.augment), "mixed_precision": args.mixed_precision,
               "time_shift_ms": float(getattr(args, "time_shift_ms", 100.0)),
               "reuse_cpu_memory": args.reuse_cpu_memory, "strategy": args.strategy}
     if hasattr(args, "epochs") and hasattr(args, "lr"):

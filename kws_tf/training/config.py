@@ -21,6 +21,9 @@ class FitConfig:
     weight_decay: Optional[float] = None
     optimizer: Optional[str] = None
     seed: int = 0
+    # Initial weights: Keras' defaults, or "pytorch": drawn as the study's PyTorch code drew
+    # them (kws_tf.models.initialize_like_pytorch); the reproduction's parity experiment.
+    init: str = "keras"
     augment: bool = False
     # With augment: each clip moves by a uniform offset in +-this many ms (TensorFlow's example: 100).
     time_shift_ms: float = 100.0

@@ -21,7 +21,8 @@ import keras
 from .. import artifacts, reports
 from ..errors import TrainingError
 from ..metrics import evaluate_arrays
-from ..models import build_model, count_trainable_params
+from ..models import (INITIALIZATIONS, build_model, count_trainable_params,
+                      initialize_like_pytorch)
 from ..platform import xla_clusters
 from ..platform.cpu_memory import reuse_cpu_memory
 from ..platform.machine import bf16_flags, cpu_model, environment
@@ -85,6 +86,8 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
         raise ValueError(f"data is at {data.sample_rate} Hz but the run asks for {config.sample_rate} Hz")
     if config.sample_rate not in SAMPLE_RATES:
         raise ValueError(f"--sample-rate must be one of {SAMPLE_RATES}, got {config.sample_rate}")
+    if config.init not in INITIALIZATIONS:
+        raise TrainingError(f"init must be one of {', '.join(INITIALIZATIONS)}, got {config.init!r}")
     output = Path(output) if output else run_folder.default_output(v.name, config.sample_rate)
     run_folder.check_output_dir(output)
     # The BFC half only takes if TensorFlow has not allocated yet: the CLIs call this earlier.
@@ -226,6 +229,8 @@ def _resume_or_build(job: FitJob, resume: bool):
         model = build_model(v, config.sample_rate, num_classes=len(job.data.labels),
                             input_rate=job.feed_rate(job.data["training"]),
                             fused=config.fused_model, sync_batchnorm=job.strategy is not None)
+        if config.init == "pytorch":
+            initialize_like_pytorch(model, config.seed)
         compile_model(model, job.recipe, job.steps, config.jit_compile)
     state = {"epoch": 0, "history": [], "best_epoch": None, "best_val_loss": None,
              "batch_losses": [], "train_seconds": 0.0}
