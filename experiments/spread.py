@@ -2,14 +2,17 @@
 when it starts from our initial weights: what tells a cell where ours and the original code
 differ by more than a few points apart from chance (the seed) and from the initialisation.
 
-    python -m experiments.spread experiments/results/subset experiments/results/subset/seed1 \\
-        --keras-init experiments/results/subset/torch-keras-init \\
+    python -m experiments.spread experiments/results/subset experiments/results/subset-seed1 \\
+        --keras-init experiments/results/subset-torch-from-our-init \\
+        --pytorch-init experiments/results/subset-pytorch-init \\
         --output experiments/results/subset/spread.md
 
 Each table folder is a ``reproduce`` output (``cells/<cell>/`` ours, ``torch/<cell>/`` the
 PyTorch original, ``--torch-reference``), one seed each; ``--keras-init`` holds PyTorch cells
-trained with ``benchmarks.torch_recipe --init keras``.  Writes a markdown table and a JSON file
-beside it, for the cells that more than one table (or the ``--keras-init`` folder) has.
+trained with ``benchmarks.torch_recipe --init keras`` (PyTorch from our initial weights),
+``--pytorch-init`` a reproduce output trained with ``--init pytorch`` (ours from PyTorch's).
+Writes a markdown table and a JSON file beside it, for the cells that more than one table (or
+either init folder) has.
 """
 from __future__ import annotations
 
@@ -45,18 +48,20 @@ def read_table(folder: Path) -> dict:
     return out
 
 
-def spread(tables, keras_init=None) -> list:
-    """One row per cell that two seeds (or a PyTorch run from our initialisation) measured."""
+def spread(tables, keras_init=None, pytorch_init=None) -> list:
+    """One row per cell that two seeds (or a run from the other framework's initialisation)
+    measured."""
     tables = [read_table(t) for t in tables]
+    ours_init = read_table(pytorch_init) if pytorch_init else {}
     init = {}
     for cell in sorted(Path(keras_init).glob("*")) if keras_init else []:
         acc, seed = _test_accuracy(cell / "metrics.json")
         if acc is not None:
             init[cell.name] = {"seed": seed, "torch_from_our_init": acc}
     rows = []
-    for cell in sorted({c for t in tables for c in t} | set(init)):
+    for cell in sorted({c for t in tables for c in t} | set(init) | set(ours_init)):
         runs = sorted((t[cell] for t in tables if cell in t), key=lambda r: r["seed"])
-        if len(runs) < 2 and cell not in init:
+        if len(runs) < 2 and cell not in init and cell not in ours_init:
             continue
         ours = [r["ours"] for r in runs if r["ours"] is not None]
         torch = [r["torch"] for r in runs if r["torch"] is not None]
@@ -70,6 +75,7 @@ def spread(tables, keras_init=None) -> list:
             "ours_minus_torch": diffs,
             "mean_ours_minus_torch": sum(diffs) / len(diffs) if diffs else None,
             **init.get(cell, {"torch_from_our_init": None}),
+            "ours_from_pytorch_init": ours_init.get(cell, {}).get("ours"),
         })
     return rows
 
@@ -90,12 +96,12 @@ def render(rows) -> str:
         "splits) at each seed; *spread* = the largest minus the smallest seed, in points; "
         "*PyTorch from our init* = the PyTorch trainer (`benchmarks/torch_recipe.py --init "
         "keras`) started from the weights `kws_tf.build_model` draws at seed 0, everything "
-        "else PyTorch's. Written by `python -m experiments.spread` (its docstring has the "
-        "command).",
+        "else PyTorch's; *ours from PyTorch's init* = ours trained with `--init pytorch` "
+        "(seed 0). Written by `python -m experiments.spread` (its docstring has the command).",
         "",
         "| cell | seeds | ours | PyTorch | ours spread | PyTorch spread | ours - PyTorch "
-        "(per seed) | mean | PyTorch from our init (seed 0) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "(per seed) | mean | PyTorch from our init | ours from PyTorch's init |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -103,7 +109,8 @@ def render(rows) -> str:
             f"| {' / '.join(map(_pct, r['ours']))} | {' / '.join(map(_pct, r['torch']))} "
             f"| {_pp(r['ours_spread'])} | {_pp(r['torch_spread'])} "
             f"| {' / '.join(map(_pp, r['ours_minus_torch'])) or '–'} "
-            f"| {_pp(r['mean_ours_minus_torch'])} | {_pct(r['torch_from_our_init'])} |")
+            f"| {_pp(r['mean_ours_minus_torch'])} | {_pct(r['torch_from_our_init'])} "
+            f"| {_pct(r['ours_from_pytorch_init'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -114,16 +121,18 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tables", nargs="+", help="reproduce output folders, one seed each")
     p.add_argument("--keras-init", help="folder of <cell>/ PyTorch runs from our initialisation")
+    p.add_argument("--pytorch-init", help="reproduce output folder trained with --init pytorch")
     p.add_argument("--output", required=True, help="the markdown file (a .json beside it)")
     args = p.parse_args(argv)
     for t in args.tables:
         if not (Path(t) / "cells").is_dir():
             raise SystemExit(f"error: {t}: not a reproduce output folder (no cells/)")
-    rows = spread(args.tables, args.keras_init)
+    rows = spread(args.tables, args.keras_init, args.pytorch_init)
     out = Path(args.output)
     artifacts.write_text(out, render(rows))
-    artifacts.write_json(out.with_suffix(".json"), {"tables": args.tables,
-                                                    "keras_init": args.keras_init, "rows": rows})
+    artifacts.write_json(out.with_suffix(".json"), {
+        "tables": args.tables, "keras_init": args.keras_init, "pytorch_init": args.pytorch_init,
+        "rows": rows})
     print(render(rows))
     return 0
 

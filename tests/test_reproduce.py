@@ -245,9 +245,11 @@ def test_spread_reads_two_seeds_and_pytorch_from_our_init(tmp_path):
     init = tmp_path / "init" / "gru5-8k"
     init.mkdir(parents=True)
     (init / "metrics.json").write_text(json.dumps({"seed": 0, "testing": {"accuracy": 0.22}}))
+    cell("pt", "gru5-8k", 0, 0.17)
     out = tmp_path / "spread.md"
     assert spread.main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--keras-init",
-                        str(tmp_path / "init"), "--output", str(out)]) == 0
+                        str(tmp_path / "init"), "--pytorch-init", str(tmp_path / "pt"),
+                        "--output", str(out)]) == 0
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert [r["cell"] for r in rows] == ["gru5-8k"]
     r = rows[0]
@@ -255,8 +257,8 @@ def test_spread_reads_two_seeds_and_pytorch_from_our_init(tmp_path):
     assert r["torch_spread"] == pytest.approx(0.04)
     assert r["ours_minus_torch"] == pytest.approx([0.08, -0.02])
     assert r["mean_ours_minus_torch"] == pytest.approx(0.03)
-    assert r["torch_from_our_init"] == 0.22
+    assert r["torch_from_our_init"] == 0.22 and r["ours_from_pytorch_init"] == 0.17
     assert "| gru5-8k | 0, 1 | 24.0 % / 18.0 % | 16.0 % / 20.0 % | +6.0 | +4.0 | +8.0 / -2.0 " \
-           "| +3.0 | 22.0 % |" in out.read_text()
+           "| +3.0 | 22.0 % | 17.0 % |" in out.read_text()
     with pytest.raises(SystemExit, match="not a reproduce output folder"):
         spread.main([str(tmp_path / "nothing"), "--output", str(out)])
