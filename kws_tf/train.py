@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     if args.decision and run.metrics:  # the chief: decision settings for predict --stream, listen
         from .detection.choose import choose_for_model, describe
 
-        chosen = choose_for_model(run.output / "model.keras", root, cache_dir=args.cache_dir)
+        chosen = choose_for_model(run.output / "model.keras", root, cache_dir=args.cache_dir,
+                                  on_error=args.on_error)
         print(describe(chosen) if chosen else
               "decision settings: no validation clip of the command words to choose them on; "
               "predict --stream and listen use kws_tf's defaults")

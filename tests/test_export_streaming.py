@@ -92,12 +92,14 @@ def test_metadata_travels_inside_the_file(exported):
     assert meta["labels"] == WORDS and meta["input_rate"] == 16000 and meta["model_rate"] == 8000
     assert meta["hop"] == 1536 and meta["hop_strides"] == 1 and meta["delay"] == 4
     assert meta["states"]["state_gru"] == [1, 9, 256]  # the last block's 256 channels
-    assert meta["decision"] == DEFAULTS and meta["decision_source"] == "defaults"
+    # a model of its words alone, without settings of its own: chosen on the export's data
+    assert meta["decision_source"] == "model" and meta["decision_chosen"]["by"] == "export"
+    assert set(meta["decision"]) == set(DEFAULTS)  # all four are command words: no view
     assert meta["signature"] == "serving_default" and meta["inputs"][0] == "audio"
     # window files carry none; the keras stream records the same decision settings
     assert tflite.read_metadata(out / "model_float32.tflite") is None
     info = artifacts.read_model_info(out / "model_stream.keras")
-    assert info["decision"] == DEFAULTS and info["hop"] == 1536
+    assert info["decision"] == meta["decision"] and info["hop"] == 1536
 
 
 def test_decision_settings_come_from_the_model_when_it_has_them():

@@ -26,7 +26,7 @@ def spotter_words(labels: Sequence[str]) -> list:
 
 def choose_decision(scorer, root, commands: Optional[Sequence[str]] = None,
                     max_fa_per_hour: float = MAX_FA_PER_HOUR, hop: float = HOP_SECONDS,
-                    seed: int = 0, cache_dir=None) -> Optional[dict]:
+                    seed: int = 0, cache_dir=None, on_error: str = "raise") -> Optional[dict]:
     """``{"decision": {threshold, average, suppression[, words]}, "decision_chosen": how}``.
 
     A spotter (a model with ``_silence_``/``_unknown_``) spots its words; a model of every
@@ -41,7 +41,7 @@ def choose_decision(scorer, root, commands: Optional[Sequence[str]] = None,
     if not words:
         return None
     view = KeywordView(scorer, words)
-    recordings = _validation_recordings(root, words, seed, cache_dir)
+    recordings = _validation_recordings(root, words, seed, cache_dir, on_error)
     if recordings is None:
         return None
     recordings, passes = recordings
@@ -60,12 +60,12 @@ def choose_decision(scorer, root, commands: Optional[Sequence[str]] = None,
         "false_alarms_per_hour": round(r["false_alarms_per_hour"], 2)}}
 
 
-def _validation_recordings(root, words, seed, cache_dir):
+def _validation_recordings(root, words, seed, cache_dir, on_error="raise"):
     """``(recordings, passes)``: the validation split's clips strung into recordings (as
     ``split_recordings`` strings them), reused until they last MIN_HOURS, at most MAX_PASSES
     times; None without a clip of ``words``.  The clips are read once."""
     noise = load_noise(root)
-    clips, labels = load_split_clips(root, "validation", cache_dir)
+    clips, labels = load_split_clips(root, "validation", cache_dir, on_error)
     recordings = build_recordings(clips, labels, words, noise, seed)
     if not any(e.command for rec in recordings for e in rec.events):
         return None
@@ -88,14 +88,16 @@ def describe(chosen: dict) -> str:
             "per hour; stored in the model")
 
 
-def choose_for_model(model_path, root, commands=None, cache_dir=None) -> Optional[dict]:
+def choose_for_model(model_path, root, commands=None, cache_dir=None,
+                     on_error: str = "raise") -> Optional[dict]:
     """Choose a saved model's decision settings on ``root``'s validation recordings and store
     them in its info (``decision``, ``decision_chosen``); None (nothing stored) where
     :func:`choose_decision` has nothing to choose on."""
     from .. import artifacts
     from ..inference.scorers import load_scorer
 
-    chosen = choose_decision(load_scorer(model_path), root, commands, cache_dir=cache_dir)
+    chosen = choose_decision(load_scorer(model_path), root, commands, cache_dir=cache_dir,
+                             on_error=on_error)
     if chosen:
         artifacts.update_model_info(model_path, **chosen)
     return chosen

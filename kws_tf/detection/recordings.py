@@ -94,11 +94,11 @@ def build_recordings(clips: np.ndarray, words: Sequence[str], commands: Sequence
     return recordings
 
 
-def load_split_clips(root, split: str, cache_dir=None):
+def load_split_clips(root, split: str, cache_dir=None, on_error: str = "raise"):
     from kws_tf.data.cache import open_decoded
 
-    decoded = open_decoded(root, cache_dir=cache_dir, verbose=False, needs=(split,),
-                           purpose="the streaming benchmark")
+    decoded = open_decoded(root, cache_dir=cache_dir, on_error=on_error, verbose=False,
+                           needs=(split,), purpose="the streaming benchmark")
     s = decoded[split]
     clips = s.read(np.arange(len(s)))
     return clips, [decoded.labels[i] for i in s.labels]
