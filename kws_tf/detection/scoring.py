@@ -101,7 +101,7 @@ def decide(labels, starts, ends, averaged, threshold: float, suppression: float)
     from kws_tf.inference.streaming import Detection
 
     out, last, armed = [], None, True
-    for s_index, (end, a) in enumerate(zip(ends, averaged)):
+    for end, a in zip(ends, averaged):
         if a is None:
             continue
         top, score, best = a
