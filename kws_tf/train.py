@@ -38,6 +38,10 @@ def parse_args(argv=None):
                    help="continue the run in --output from its last complete epoch")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap batches per epoch (smoke tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--hard-negatives-from", metavar="MODEL",
+                   help="with --words: add as _unknown_ the windows of training-split recordings "
+                        "where MODEL (a trained spotter) fires on no command word "
+                        "(kws_tf.detection.mining; kept in the run folder as hard_negatives.npz)")
     p.add_argument("--decision", action=argparse.BooleanOptionalAction, default=True,
                    help="end by choosing the decision settings predict --stream and listen use "
                         "(threshold, averaging, suppression: the most command words found at "
@@ -47,6 +51,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.resume and not args.output:
         p.error("--resume needs --output (the run folder to continue)")
+    if args.hard_negatives_from and not args.words:
+        p.error("--hard-negatives-from adds _unknown_ clips: it needs --words")
     return args
 
 
@@ -84,6 +90,12 @@ def main(argv=None) -> int:
                               cache_dir=args.cache_dir)
     data, task = word_task_data(data, args.words, args.silence_percentage,  # --words: 12 labels
                                 args.unknown_percentage, args.seed)
+    if args.hard_negatives_from:
+        from .training.hard_negatives import add_hard_negatives
+
+        data, mined = add_hard_negatives(data, args.hard_negatives_from, output, args.seed,
+                                         args.cache_dir, args.on_error)
+        task = {**task, **mined}
     run = fit(variant, data, config, output=output, resume=args.resume,
               extra_config={**(extra or {}), **task})
     from .reports import summary

@@ -325,3 +325,37 @@ def test_init_pytorch_starts_from_pytorchs_draw_and_is_recorded(data, tmp_path, 
     with pytest.raises(TrainingError, match="init must be one of keras, pytorch"):
         fit(TINY, data, FitConfig(**{**CFG, "init": "xavier"}), output=tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_smoothed_loss_is_kerass_smoothed_cross_entropy_and_survives_a_checkpoint(data, tmp_path):
+    from kws_tf.training.fit_loop import SmoothedSparseCrossentropy, make_loss
+    from kws_tf.training.cli_args import add_fit_args, fit_config_from_args
+    import argparse
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 3, (16, 5)).astype("float32")
+    y = rng.integers(0, 5, 16)
+    onehot = np.eye(5, dtype="float32")[y]
+    for s in (0.0, 0.1, 0.3):
+        want = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=s)(onehot, logits)
+        got = SmoothedSparseCrossentropy(s)(y, logits)
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
+        assert float(make_loss(s)(y, logits)) == pytest.approx(float(want), rel=1e-5)
+    assert float(SmoothedSparseCrossentropy(0.1)(y, logits)) != pytest.approx(
+        float(make_loss(0.0)(y, logits)), rel=1e-3)
+    with pytest.raises(ValueError):
+        SmoothedSparseCrossentropy(1.0)
+    p = argparse.ArgumentParser()
+    add_fit_args(p)
+    assert fit_config_from_args(p.parse_args(["--label-smoothing", "0.1"])).label_smoothing == 0.1
+    assert fit_config_from_args(p.parse_args(["--partial-negatives", "0.2"])).partial_negatives == 0.2
+    assert fit_config_from_args(p.parse_args([])).label_smoothing == 0.0
+    # a checkpoint of a smoothed run loads with its loss (what --resume does)
+    run = fit(TINY, data, FitConfig(**{**CFG, "epochs": 1}, label_smoothing=0.2), output=tmp_path / "s")
+    state = json.loads((tmp_path / "s" / "checkpoints" / "state.json").read_text())
+    model = keras.models.load_model(tmp_path / "s" / "checkpoints" / state["latest"])
+    assert isinstance(model.loss, SmoothedSparseCrossentropy) and model.loss.label_smoothing == 0.2
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["fit_config"]["label_smoothing"] == 0.2
+    with pytest.raises(TrainingError, match="different run"):
+        fit(TINY, data, FitConfig(**{**CFG, "epochs": 2}), output=tmp_path / "s", resume=True)
+    assert run.history[0]["loss"] > 0

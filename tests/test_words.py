@@ -291,3 +291,180 @@ def test_keyword_view_sums_other_words_into_unknown():
     view = streaming.KeywordView(Words(), ["yes", "no"])
     assert view.labels == ["no", "yes", "_unknown_"]
     np.testing.assert_allclose(view.probabilities(np.zeros((2, 8000))), [[0.2, 0.4, 0.4]] * 2)
+
+
+def test_partial_negatives_move_command_words_off_centre_as_unknown(tiny_root):
+    """augment_dataset's partial negatives: only command-word clips are chosen, each moves by
+    0.4-0.7 s either way and becomes _unknown_; with none chosen the other draws are the same."""
+    import tensorflow as tf
+
+    from kws_tf.data.pipeline import PARTIAL_SHIFT_MS, augment_dataset
+
+    n, onset, length = 8000, 2000, 4000
+    x = np.zeros((200, n), np.float32)
+    x[:, onset:onset + length] = 0.5  # a "word" whose edges are easy to find after the shift
+    y = (np.arange(200) % 4).astype(np.int32)  # 0 silence, 1 unknown, 2 and 3 command words
+
+    def run(share):
+        ds = tf.data.Dataset.from_tensors((x, y))
+        kw = dict(partial_negatives=share, negative_label=1, keyword_ids=[2, 3]) if share else {}
+        out = augment_dataset(ds, tiny_root, sample_rate=n, background_frequency=0.0, seed=4,
+                              new_draws_each_pass=False, **kw)
+        return next(out.as_numpy_iterator())
+
+    plain, (audio, labels) = run(0.0), run(0.5)
+    moved = labels != y
+    assert set(y[moved]) <= {2, 3} and (labels[moved] == 1).all()
+    assert 0.3 < moved.sum() / (y >= 2).sum() < 0.7  # about half of the command words
+    lo, hi = (ms * n / 1000 for ms in PARTIAL_SHIFT_MS)
+    for row in np.flatnonzero(moved):
+        nz = np.flatnonzero(audio[row])
+        start, end = nz[0], nz[-1] + 1
+        shift = start - onset if start > 0 else end - (onset + length)
+        assert lo <= abs(shift) <= hi, (row, shift)
+    assert (np.flatnonzero(moved) % 4 >= 2).all()
+    np.testing.assert_array_equal(audio[~moved], plain[0][~moved])
+    np.testing.assert_array_equal(labels[~moved], plain[1][~moved])
+    with pytest.raises(ValueError, match="negative_label"):
+        run_ds = tf.data.Dataset.from_tensors((x, y))
+        augment_dataset(run_ds, tiny_root, sample_rate=n, partial_negatives=0.5)
+
+
+def test_partial_negatives_in_the_fit_path_need_a_keyword_task(decoded, tmp_path):
+    from kws_tf.training import TrainingError
+
+    task = word_task(decoded, ["yes", "down"], seed=0)
+    split = task["training"]
+
+    def labels(share):
+        ds = train_batches(split, 8, seed=0, epoch=0, augment=True, sample_rate=8000,
+                           root=task.root, max_steps=None, partial_negatives=share)
+        return np.concatenate([b.numpy() for _, b in ds])
+
+    every = labels(1.0)
+    assert (every[np.isin(labels(0.0), [2, 3])] == 1).all()  # every word clip became unknown
+    np.testing.assert_array_equal(every[labels(0.0) < 2], labels(0.0)[labels(0.0) < 2])
+    for config, data, match in (
+            (dict(augment=True, partial_negatives=0.2), decoded, "needs a keyword task"),
+            (dict(augment=False, partial_negatives=0.2), task, "add --augment"),
+            (dict(augment=True, partial_negatives=1.5), task, r"in \[0, 1\]"),
+            (dict(label_smoothing=1.0), task, "label-smoothing")):
+        with pytest.raises(TrainingError, match=match):
+            fit(TINY, data, FitConfig(**CFG, **config), output=tmp_path / "refused")
+
+
+class _FiresOnTones:
+    """A spotter of yes/down that says "yes" (0.9) wherever a window holds a loud tone (every
+    word of tiny_root is one) and _silence_ elsewhere: it fires on go's clips too."""
+
+    labels = ["_silence_", "_unknown_", "yes", "down"]
+    sample_rate = 8000
+
+    def probabilities(self, audio):
+        loud = np.abs(audio).max(axis=1) > 0.2
+        p = np.zeros((len(audio), 4), np.float32)
+        p[loud, 2], p[loud, 0] = 0.9, 0.1
+        p[~loud, 0] = 1.0
+        return p
+
+
+def test_mined_windows_hold_no_command_word(tiny_root):
+    from kws_tf.detection.mining import mined_windows
+    from kws_tf.detection.recordings import build_recordings, load_noise, load_split_clips
+
+    clips, words = load_split_clips(tiny_root, "training")
+    recordings = build_recordings(clips, words, ["yes", "down"], load_noise(tiny_root), seed=3,
+                                  per_recording=(4, 2))
+    windows = mined_windows(_FiresOnTones(), recordings, threshold=0.5, spacing=0.5)
+    assert windows and {k for _, _, k in windows} <= {"gap", "other_word"}
+    for r, start, kind in windows:
+        events = recordings[r].events
+        overlaps = [e for e in events if start < e.start + 1.0 and e.start < start + 1.0]
+        assert overlaps and all(e.label == "go" for e in overlaps)  # the only loud non-command
+        others = [s for q, s, _ in windows if q == r and s != start]
+        assert all(abs(s - start) >= 0.5 for s in others)
+    assert not mined_windows(_FiresOnTones(), recordings, threshold=0.95)
+
+
+def test_hard_negatives_join_training_as_unknown_and_are_kept_for_resume(decoded, tmp_path,
+                                                                         monkeypatch):
+    from kws_tf.detection import mining
+    from kws_tf.inference import scorers
+    from kws_tf.training import TrainingError
+    from kws_tf.training.hard_negatives import FILE_NAME, add_hard_negatives
+
+    monkeypatch.setattr(scorers, "load_scorer", lambda path: _FiresOnTones())
+    task = word_task(decoded, ["yes", "down"], seed=0)
+    data, entry = add_hard_negatives(task, "m.keras", tmp_path, verbose=False)
+    info, split = entry["hard_negatives"], data["training"]
+    k = info["clips"]
+    assert k > 0 and info["from"] == "m.keras" and sum(info["by_kind"].values()) == k
+    base = task["training"]
+    assert len(split) == len(base) + k and (split.labels[len(base):] == 1).all()
+    mined = split.read(np.arange(len(base), len(split)))
+    assert (np.abs(mined).max(axis=1) > 0.2 * 32768).all()  # each holds part of a go clip
+    np.testing.assert_array_equal(split.read(np.arange(len(base))), base.read(np.arange(len(base))))
+    assert split.for_epoch(1).unknown_label == 1 and len(split.for_epoch(1)) == len(split)
+    assert data["validation"] is task["validation"]  # only training gets them
+    # a resumed run reads the same clips from the run folder; another model mines anew
+    assert (tmp_path / FILE_NAME).exists()
+    monkeypatch.setattr(mining, "mine_hard_negatives",
+                        lambda *a, **kw: (np.zeros((2, 16000), np.int16), {"clips": 2, "by_kind": {"gap": 2, "other_word": 0}, "hours": 0.1}))
+    again, _ = add_hard_negatives(task, "m.keras", tmp_path, verbose=False)
+    np.testing.assert_array_equal(again["training"].read(np.arange(len(base), len(split))), mined)
+    other, entry2 = add_hard_negatives(task, "other.keras", tmp_path, verbose=False)
+    assert entry2["hard_negatives"]["clips"] == 2 and len(other["training"]) == len(base) + 2
+    # the fit path trains on the extended split
+    ds = train_batches(split, 8, seed=0, epoch=1, augment=True, sample_rate=8000,
+                       root=task.root, max_steps=None)
+    assert sum(len(y) for _, y in ds) == len(split)
+    with pytest.raises(TrainingError, match="needs a keyword task"):
+        add_hard_negatives(decoded, "m.keras", tmp_path, verbose=False)
+
+
+def test_train_cli_takes_the_stream_training_flags(capsys):
+    from kws_tf.train import parse_args
+
+    args = parse_args(["gru4", "--words", "yes,no", "--hard-negatives-from", "a.keras",
+                       "--partial-negatives", "0.1", "--label-smoothing", "0.05"])
+    assert (args.hard_negatives_from, args.partial_negatives, args.label_smoothing) == \
+        ("a.keras", 0.1, 0.05)
+    with pytest.raises(SystemExit):
+        parse_args(["gru4", "--hard-negatives-from", "a.keras"])
+    assert "needs --words" in capsys.readouterr().err
+
+
+def test_noise_dbfs_mixes_the_background_at_the_asked_levels(tiny_root):
+    import argparse
+
+    import tensorflow as tf
+
+    from kws_tf.data.pipeline import augment_dataset
+    from kws_tf.training.cli_args import add_fit_args, fit_config_from_args
+
+    silent = np.zeros((300, 8000), np.float32)  # what comes out is the background alone
+    ds = tf.data.Dataset.from_tensors((silent, np.zeros(300, np.int32)))
+
+    def levels(**kw):
+        out = augment_dataset(ds, tiny_root, sample_rate=8000, background_frequency=1.0,
+                              time_shift_ms=0.0, seed=2, new_draws_each_pass=False, **kw)
+        x = next(out.as_numpy_iterator())[0].astype(np.float64)
+        return 20 * np.log10(np.sqrt(np.mean(x ** 2, axis=1)) + 1e-12)
+
+    db = levels(noise_dbfs=(-60.0, -30.0))
+    # white noise: a slice's RMS is the recording's within a fraction of a dB
+    assert db.min() > -61 and db.max() < -29
+    assert db.min() < -55 and db.max() > -35 and abs(np.median(db) + 45) < 4  # spread over the range
+    # without it: the recording's own level times a volume in [0, 0.1]
+    from kws_tf.detection.recordings import load_noise
+
+    own = load_noise(tiny_root)["white_noise"].astype(np.float64) / 32768
+    own_db = 20 * np.log10(np.sqrt(np.mean(own ** 2)))
+    default = levels()
+    assert default.max() < own_db - 20 + 1 and default.min() < own_db - 35
+    p = argparse.ArgumentParser()
+    add_fit_args(p)
+    assert fit_config_from_args(p.parse_args(["--noise-dbfs=-70,-35"])).noise_dbfs == (-70.0, -35.0)
+    for bad in ("-35,-70", "x", "-10,5"):
+        with pytest.raises(SystemExit):
+            p.parse_args([f"--noise-dbfs={bad}"])

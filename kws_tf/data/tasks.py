@@ -229,3 +229,48 @@ def task_config(words, silence_percentage, unknown_percentage) -> dict:
         return {}
     return {"words": list(words), "silence_percentage": float(silence_percentage),
             "unknown_percentage": float(unknown_percentage)}
+
+
+class WithExtraClips:
+    """A split plus fixed clips of one label after its rows (hard negatives as ``_unknown_``:
+    kws_tf.detection.mining).  Reads, labels and ``for_epoch`` like the split it extends;
+    everything else (``unknown_label``, ``word_labels``...) is the split's."""
+
+    def __init__(self, split, clips: np.ndarray, label: int):
+        self.split, self.label = split, int(label)
+        self.clips = np.asarray(clips, np.int16).reshape(-1, CLIP_SAMPLES)
+        self.labels = np.concatenate([np.asarray(split.labels, np.int32),
+                                      np.full(len(self.clips), self.label, np.int32)])
+
+    def __getattr__(self, name):
+        if name in ("split", "clips", "label", "labels"):  # not set yet (copy, pickle)
+            raise AttributeError(name)
+        return getattr(self.split, name)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def for_epoch(self, epoch: int) -> "WithExtraClips":
+        inner = self.split.for_epoch(epoch) if hasattr(self.split, "for_epoch") else self.split
+        return self if inner is self.split else WithExtraClips(inner, self.clips, self.label)
+
+    @property
+    def kinds(self) -> dict:
+        return {**getattr(self.split, "kinds", {}), "extra": int(len(self.clips))}
+
+    @property
+    def files(self) -> list:
+        return list(self.split.files) + [f"_extra_/{i}" for i in range(len(self.clips))]
+
+    def read(self, rows) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        n = len(self.split.labels)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"rows out of range for a split of {len(self)} clips")
+        out = np.empty((len(rows), CLIP_SAMPLES), np.int16)
+        inner = rows < n
+        if inner.any():
+            out[inner] = self.split.read(rows[inner])
+        if (~inner).any():
+            out[~inner] = self.clips[rows[~inner] - n]
+        return out

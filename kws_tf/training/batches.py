@@ -59,8 +59,12 @@ def epoch_order(n: int, seed: int, epoch: int, limit: Optional[int] = None) -> n
 
 def train_batches(split, batch_size: int, seed: int, epoch: int, augment: bool,
                    sample_rate: int, root, max_steps: Optional[int], shard=(0, 1),
-                   time_shift_ms: float = 100.0):
-    """One epoch of shuffled batches whose order depends only on (seed, epoch)."""
+                   time_shift_ms: float = 100.0, partial_negatives: float = 0.0,
+                   noise_dbfs=None):
+    """One epoch of shuffled batches whose order depends only on (seed, epoch).
+
+    ``partial_negatives`` needs a keyword task's split (a :class:`kws_tf.data.tasks.TaskSplit`
+    with an ``_unknown_`` label): its word clips are the ones moved off centre."""
     import tensorflow as tf
 
     from ..data import augment_dataset, stream_batches
@@ -72,8 +76,20 @@ def train_batches(split, batch_size: int, seed: int, epoch: int, augment: bool,
     ds = stream_batches(split, order, batch_size, sample_rate, shard)
     if augment:
         ds = augment_dataset(ds, root, sample_rate=sample_rate, seed=seed * 100_003 + epoch,
-                             time_shift_ms=time_shift_ms, new_draws_each_pass=False)
+                             time_shift_ms=time_shift_ms, new_draws_each_pass=False,
+                             noise_dbfs=noise_dbfs, **_partial_options(split, partial_negatives))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _partial_options(split, share: float) -> dict:
+    if not share:
+        return {}
+    unknown = getattr(split, "unknown_label", None)
+    if unknown is None:
+        raise ValueError("partial negatives need a keyword task with an _unknown_ label (--words)")
+    keywords = sorted(set(np.unique(split.word_labels).tolist()))
+    return {"partial_negatives": float(share), "negative_label": int(unknown),
+            "keyword_ids": keywords}
 
 
 def eval_batches(split, batch_size: int, sample_rate: int, shard=(0, 1)):

@@ -26,6 +26,15 @@ def add_fit_args(parser, recipe: bool = True, strategies=STRATEGIES) -> None:
                              "on in the synthetic data's, kws_tf.training.synthetic_recipe)")
     parser.add_argument("--time-shift-ms", type=float, default=100.0,
                         help="with --augment: each clip moves by up to +-this many ms (default 100)")
+    parser.add_argument("--partial-negatives", type=float, default=0.0, metavar="SHARE",
+                        help="with --augment and --words: this share of the command-word clips "
+                             "moves 0.4-0.7 s off centre and is labelled _unknown_ (default 0)")
+    parser.add_argument("--noise-dbfs", type=_db_range, default=None, metavar="LOW,HIGH",
+                        help="with --augment: mix the background noise at an RMS level drawn in "
+                             "[LOW, HIGH] dBFS, e.g. -70,-35 (default: the noise recording's own "
+                             "level times a volume in [0, 0.1], TensorFlow's example)")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, metavar="S",
+                        help="smooth the cross-entropy's targets by S (default 0: the study's loss)")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                         help="XLA-compile the training step, with the build that computes the same "
                              "function faster under XLA (each block one layer; default: "
@@ -33,6 +42,16 @@ def add_fit_args(parser, recipe: bool = True, strategies=STRATEGIES) -> None:
     parser.add_argument("--mixed-precision", action="store_true", help="bfloat16 mixed precision")
     add_reuse_cpu_memory_flag(parser)
     add_strategy_flag(parser, choices=strategies)
+
+
+def _db_range(text: str) -> tuple:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH in dBFS such as -70,-35, got {text!r}") from None
+    if not low <= high <= 0:
+        raise argparse.ArgumentTypeError(f"expected LOW <= HIGH <= 0 dBFS, got {text!r}")
+    return (low, high)
 
 
 def prepare_process(reuse_memory: bool = True, mixed_precision: bool = False) -> None:
@@ -52,6 +71,9 @@ def fit_config_from_args(args, **fields):
 
     config = {"seed": args.seed, "init": getattr(args, "init", "keras"), "augment": bool(args.augment), "mixed_precision": args.mixed_precision,
               "time_shift_ms": float(getattr(args, "time_shift_ms", 100.0)),
+              "partial_negatives": float(getattr(args, "partial_negatives", 0.0)),
+              "label_smoothing": float(getattr(args, "label_smoothing", 0.0)),
+              "noise_dbfs": getattr(args, "noise_dbfs", None),
               "reuse_cpu_memory": args.reuse_cpu_memory, "strategy": args.strategy}
     if hasattr(args, "epochs") and hasattr(args, "lr"):
         config.update(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr)

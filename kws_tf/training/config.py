@@ -27,6 +27,16 @@ class FitConfig:
     augment: bool = False
     # With augment: each clip moves by a uniform offset in +-this many ms (TensorFlow's example: 100).
     time_shift_ms: float = 100.0
+    # With augment and a keyword task (--words): this share of the command-word clips moves
+    # 0.4-0.7 s off centre and is labelled _unknown_ (kws_tf.data.augment_dataset), so that a
+    # window holding part of a word is not scored as that word.
+    partial_negatives: float = 0.0
+    # With augment: mix the background at an RMS level drawn in [low, high] dBFS instead of the
+    # noise recording's own level times a volume in [0, 0.1] (kws_tf.data.augment_dataset).
+    noise_dbfs: Optional[tuple] = None
+    # Cross-entropy against (1 - s) x the label + s / classes: the loss stops rewarding ever
+    # larger margins, so scores over a stream saturate less (0: the study's loss).
+    label_smoothing: float = 0.0
     # None: decided by ``speed_defaults`` (what fit() runs and config.json records): XLA plus
     # the fused build (each block one conv+BatchNorm+pool layer), which computes the same function,
     # measured fastest on CPU (benchmarks/README.md).  model.keras is always the plain build.

@@ -54,12 +54,43 @@ def make_optimizer(recipe: dict, steps_per_epoch: int):
     raise ValueError(f"unknown optimizer {recipe['optimizer']!r}; use 'sgd' or 'adam'")
 
 
-def compile_model(model, recipe: dict, steps_per_epoch: int, jit_compile=False,
-                  steps_per_execution: int = 1):
+def make_loss(label_smoothing: float = 0.0):
     # Both heads train with the same loss: log_softmax outputs are valid logits
     # (log_softmax is idempotent), so NLL on log-probabilities == cross-entropy on logits.
+    if label_smoothing:
+        return SmoothedSparseCrossentropy(label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@keras.saving.register_keras_serializable(package="kws_tf")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy on logits against integer labels smoothed by ``label_smoothing``:
+    the target is (1 - s) for the label plus s / classes for every class (Keras'
+    CategoricalCrossentropy's rule, without one-hot labels in the data)."""
+
+    def __init__(self, label_smoothing: float = 0.1, name="smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        classes = ops.shape(y_pred)[-1]
+        target = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), classes,
+                             dtype=y_pred.dtype)
+        s = self.label_smoothing
+        target = target * (1.0 - s) + s / classes
+        return -ops.sum(target * ops.log_softmax(y_pred, axis=-1), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def compile_model(model, recipe: dict, steps_per_epoch: int, jit_compile=False,
+                  steps_per_execution: int = 1, label_smoothing: float = 0.0):
     model.compile(optimizer=make_optimizer(recipe, steps_per_epoch),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  loss=make_loss(label_smoothing),
                   metrics=["accuracy"], jit_compile=jit_compile,
                   steps_per_execution=steps_per_execution)
     return model
@@ -88,6 +119,7 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
         raise ValueError(f"--sample-rate must be one of {SAMPLE_RATES}, got {config.sample_rate}")
     if config.init not in INITIALIZATIONS:
         raise TrainingError(f"init must be one of {', '.join(INITIALIZATIONS)}, got {config.init!r}")
+    _check_stream_training(config, data)
     output = Path(output) if output else run_folder.default_output(v.name, config.sample_rate)
     run_folder.check_output_dir(output)
     # The BFC half only takes if TensorFlow has not allocated yet: the CLIs call this earlier.
@@ -124,12 +156,39 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
         print(v.describe() + ("\nthis run changes the recipe: "
                               + ", ".join(f"{k} {val}" for k, val in changed.items())
                               if changed else ""))
+        extras = [f"{name} {value:g}" for name, value in (
+            ("partial negatives", config.partial_negatives),
+            ("label smoothing", config.label_smoothing)) if value]
+        if config.noise_dbfs:
+            extras.append("background noise at {:g} to {:g} dBFS".format(*config.noise_dbfs))
+        if extras:
+            print("this run also trains with " + ", ".join(extras))
         print(f"{count_trainable_params(model):,} trainable parameters; "
               f"{job.n_train} training clips at {config.sample_rate} Hz; run folder {output}")
     _train_epochs(job, model, state, callbacks)
     if not job.chief:  # the chief evaluates and writes the results
         return Run(output, model, data.labels, state["history"], state["best_epoch"], {})
     return _finish(job, model, state)
+
+
+def _check_stream_training(config: FitConfig, data: TrainingData) -> None:
+    """One-line errors for the keyword-spotting options before anything is built."""
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise TrainingError(f"--label-smoothing must be in [0, 1), got {config.label_smoothing}")
+    if not 0.0 <= config.partial_negatives <= 1.0:
+        raise TrainingError(f"--partial-negatives must be in [0, 1], got {config.partial_negatives}")
+    if config.noise_dbfs is not None:
+        low, high = config.noise_dbfs
+        if not low <= high or high > 0:
+            raise TrainingError(f"--noise-dbfs needs LOW,HIGH with LOW <= HIGH <= 0, got {low},{high}")
+        if not config.augment:
+            raise TrainingError("--noise-dbfs sets the augmentation's noise level: add --augment")
+    if config.partial_negatives:
+        if not config.augment:
+            raise TrainingError("--partial-negatives moves clips as augmentation: add --augment")
+        if getattr(data["training"], "unknown_label", None) is None:
+            raise TrainingError("--partial-negatives labels moved words _unknown_: it needs a "
+                                "keyword task with one (--words)")
 
 
 def _has_gpu() -> bool:
@@ -197,7 +256,8 @@ class FitJob:
             c = self.config
             make = lambda shard: train_batches(  # noqa: E731
                 self.data[split], bs, c.seed, epoch, c.augment, rate, self.data.root,
-                c.max_steps_per_epoch, shard, c.time_shift_ms)
+                c.max_steps_per_epoch, shard, c.time_shift_ms, c.partial_negatives,
+                c.noise_dbfs)
         return distribute.distribute_batches(self.strategy, make)
 
 
@@ -212,7 +272,9 @@ def _resume_or_build(job: FitJob, resume: bool):
         saved = json.loads((output / "config.json").read_text())
         if saved["variant"] != v.name or saved["recipe"] != job.recipe or \
                 saved["sample_rate"] != config.sample_rate or \
-                saved.get("labels", job.data.labels) != job.data.labels:
+                saved.get("labels", job.data.labels) != job.data.labels or \
+                _loss_and_data_options(saved.get("fit_config", {})) != _loss_and_data_options(
+                    dataclasses.asdict(config)):
             raise TrainingError(f"{output} holds a different run ({saved['variant']}, "
                                 f"{saved['sample_rate']} Hz, {saved['recipe']}); use another --output")
         with distribute.scope(job.strategy):
@@ -231,10 +293,19 @@ def _resume_or_build(job: FitJob, resume: bool):
                             fused=config.fused_model, sync_batchnorm=job.strategy is not None)
         if config.init == "pytorch":
             initialize_like_pytorch(model, config.seed)
-        compile_model(model, job.recipe, job.steps, config.jit_compile)
+        compile_model(model, job.recipe, job.steps, config.jit_compile,
+                      label_smoothing=config.label_smoothing)
     state = {"epoch": 0, "history": [], "best_epoch": None, "best_val_loss": None,
              "batch_losses": [], "train_seconds": 0.0}
     return state, model
+
+
+def _loss_and_data_options(fit_config: dict) -> tuple:
+    """What a resumed run must share with the one it continues beyond the recipe."""
+    noise = fit_config.get("noise_dbfs")
+    return (float(fit_config.get("label_smoothing", 0.0)),
+            float(fit_config.get("partial_negatives", 0.0)),
+            None if noise is None else tuple(float(v) for v in noise))
 
 
 def _train_epochs(job: FitJob, model, state: dict, callbacks: Sequence) -> None:
