@@ -1,0 +1,130 @@
+"""What each stream-training idea gave, seed by seed: the table of docs/streaming.md ("Train for
+streams") from ``kws_tf.train --words`` run folders.
+
+    python -m experiments.stream_training runs/stream/*/ \\
+        --output benchmarks/results/stream-training-gru4-8k
+
+Each run folder holds ``config.json`` (the options: ``--partial-negatives``,
+``--label-smoothing``, ``--noise-dbfs``, ``--hard-negatives-from``, and the seed),
+``metrics.json`` (clip accuracy) and ``model.keras`` with the decision settings train chose on
+the validation recordings (``decision_chosen``: the miss rate at <= 10 false alarms per hour).
+Runs that differ only in the seed form one row: the miss rate per seed, its mean, and how far the
+recipe's own seeds lie apart, which says how large a difference one seed can show by chance.
+Writes ``<output>.md`` and ``<output>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+RECIPE = "the words recipe"
+
+
+def idea_of(config: dict) -> str:
+    """The row a run belongs to: what it changes beyond the recipe, in flag form."""
+    fit = config.get("fit_config", {})
+    parts = []
+    if fit.get("partial_negatives"):
+        parts.append(f"--partial-negatives {fit['partial_negatives']:g}")
+    if fit.get("label_smoothing"):
+        parts.append(f"--label-smoothing {fit['label_smoothing']:g}")
+    if fit.get("noise_dbfs"):
+        parts.append("--noise-dbfs={:g},{:g}".format(*fit["noise_dbfs"]))
+    if config.get("hard_negatives"):
+        mined = config["hard_negatives"]
+        parts.append(f"--hard-negatives-from ({mined['clips']} windows)")
+    if fit.get("time_shift_ms", 100.0) != 100.0:
+        parts.append(f"--time-shift-ms {fit['time_shift_ms']:g}")
+    for key, flag in (("silence_percentage", "--silence-percentage"),
+                      ("unknown_percentage", "--unknown-percentage")):
+        if config.get(key, 10.0) != 10.0:
+            parts.append(f"{flag} {config[key]:g}")
+    for key in ("learning_rate", "epochs", "batch_size"):
+        if key in config.get("words_recipe", {}).get("flags_given", []):
+            parts.append(f"{key} {config['recipe'][key]:g}")
+    return " ".join(parts) or RECIPE
+
+
+def read_run(folder: Path) -> dict:
+    """One run's seed, row, clip accuracies and validation stream figures."""
+    from kws_tf import artifacts
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    info = artifacts.read_model_info(folder / "model.keras")
+    chosen = info.get("decision_chosen")
+    if not chosen:
+        raise SystemExit(f"{folder}/model.keras has no decision settings chosen on validation "
+                         "(trained with --no-decision?)")
+    return {"run": str(folder), "idea": idea_of(config), "seed": config["fit_config"]["seed"],
+            "miss_rate": chosen["miss_rate"], "false_alarms_per_hour": chosen["false_alarms_per_hour"],
+            "hours": chosen["hours"], "decision": info.get("decision"),
+            "validation_accuracy": metrics.get("validation", {}).get("accuracy"),
+            "test_accuracy": metrics.get("testing", {}).get("accuracy")}
+
+
+def table(runs: list) -> list:
+    """Rows: one per idea (the recipe first), its runs by seed, the mean miss rate."""
+    rows = {}
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        rows.setdefault(r["idea"], []).append(r)
+    order = sorted(rows, key=lambda k: (k != RECIPE, k))
+    out = []
+    for idea in order:
+        rs = rows[idea]
+        misses = [r["miss_rate"] for r in rs]
+        out.append({"idea": idea, "runs": rs, "seeds": [r["seed"] for r in rs],
+                    "mean_miss_rate": statistics.fmean(misses),
+                    "spread": max(misses) - min(misses),
+                    "mean_test_accuracy": statistics.fmean(r["test_accuracy"] for r in rs)})
+    return out
+
+
+def markdown(rows: list) -> str:
+    seeds = sorted({s for row in rows for s in row["seeds"]})
+    head = ("| run | " + " | ".join(f"seed {s}" for s in seeds)
+            + " | mean | clip test accuracy (mean) |")
+    lines = [head, "|" + "---|" * (len(seeds) + 3)]
+    for row in rows:
+        by_seed = {r["seed"]: r for r in row["runs"]}
+        cells = [f"{100 * by_seed[s]['miss_rate']:.1f} % ({by_seed[s]['false_alarms_per_hour']:.1f})"
+                 if s in by_seed else "" for s in seeds]
+        lines.append(f"| {row['idea']} | " + " | ".join(cells)
+                     + f" | {100 * row['mean_miss_rate']:.1f} % | {row['mean_test_accuracy']:.3f} |")
+    recipe = next((row for row in rows if row["idea"] == RECIPE), None)
+    note = ("Validation recordings: miss rate at <= 10 false alarms per hour (the false alarms "
+            "per hour at that setting), each run's own decision settings.")
+    if recipe and len(recipe["runs"]) > 1:
+        note += (f" The recipe's {len(recipe['runs'])} seeds lie {100 * recipe['spread']:.1f} "
+                 "points apart: a difference that size between single runs can be chance.")
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.stream_training",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="+", help="kws_tf.train --words run folders")
+    p.add_argument("--output", required=True, help="writes OUTPUT.md and OUTPUT.json")
+    args = p.parse_args(argv)
+    runs = [read_run(Path(f)) for f in args.runs]
+    rows = table(runs)
+    text = markdown(rows)
+    from kws_tf import artifacts
+
+    artifacts.write_json(Path(args.output + ".json"), {"rows": rows})
+    with artifacts.atomic_path(Path(args.output + ".md")) as tmp:
+        tmp.write_text(text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
