@@ -177,7 +177,9 @@ def test_train_words_ends_by_choosing_the_models_decision_settings(tiny_root, tm
     assert config["recipe"]["learning_rate"] == WORDS_RECIPE.learning_rate != 1e-4  # gru4's
     assert config["recipe"]["epochs"] == 1  # the flag wins
     assert config["words_recipe"]["flags_given"] == ["epochs"]
+    assert config["fit_config"]["label_smoothing"] == WORDS_RECIPE.label_smoothing == 0.1
     assert "--words (keyword spotting): gru4 trains with" in printed
+    assert "label smoothing 0.1 instead of" in printed
 
 
 def test_export_chooses_settings_only_for_a_spotter_without_its_own(tiny_root, monkeypatch):

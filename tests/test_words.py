@@ -429,6 +429,11 @@ def test_train_cli_takes_the_stream_training_flags(capsys):
                        "--partial-negatives", "0.1", "--label-smoothing", "0.05"])
     assert (args.hard_negatives_from, args.partial_negatives, args.label_smoothing) == \
         ("a.keras", 0.1, 0.05)
+    # --label-smoothing given (even 0) overrides the words recipe's; not given, it is the recipe's
+    from kws_tf.training.cli_args import flags_given
+
+    assert "label_smoothing" in flags_given(parse_args(["gru4", "--label-smoothing", "0"]))
+    assert "label_smoothing" not in flags_given(parse_args(["gru4", "--words", "yes"]))
     with pytest.raises(SystemExit):
         parse_args(["gru4", "--hard-negatives-from", "a.keras"])
     assert "needs --words" in capsys.readouterr().err

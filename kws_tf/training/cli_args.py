@@ -33,8 +33,9 @@ def add_fit_args(parser, recipe: bool = True, strategies=STRATEGIES) -> None:
                         help="with --augment: mix the background noise at an RMS level drawn in "
                              "[LOW, HIGH] dBFS, e.g. -70,-35 (default: the noise recording's own "
                              "level times a volume in [0, 0.1], TensorFlow's example)")
-    parser.add_argument("--label-smoothing", type=float, default=0.0, metavar="S",
-                        help="smooth the cross-entropy's targets by S (default 0: the study's loss)")
+    parser.add_argument("--label-smoothing", type=float, default=None, metavar="S",
+                        help="smooth the cross-entropy's targets by S (default 0, the study's "
+                             "loss; with --words the keyword-spotting recipe's 0.1)")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                         help="XLA-compile the training step, with the build that computes the same "
                              "function faster under XLA (each block one layer; default: "
@@ -72,7 +73,7 @@ def fit_config_from_args(args, **fields):
     config = {"seed": args.seed, "init": getattr(args, "init", "keras"), "augment": bool(args.augment), "mixed_precision": args.mixed_precision,
               "time_shift_ms": float(getattr(args, "time_shift_ms", 100.0)),
               "partial_negatives": float(getattr(args, "partial_negatives", 0.0)),
-              "label_smoothing": float(getattr(args, "label_smoothing", 0.0)),
+              "label_smoothing": float(getattr(args, "label_smoothing", None) or 0.0),
               "noise_dbfs": getattr(args, "noise_dbfs", None),
               "reuse_cpu_memory": args.reuse_cpu_memory, "strategy": args.strategy}
     if hasattr(args, "epochs") and hasattr(args, "lr"):
@@ -114,5 +115,6 @@ def word_task_data(data, words=None, silence_percentage: float = 10.0,
 def flags_given(args) -> set:
     """The recipe entries the user set with a flag (the synthetic-data recipe leaves them)."""
     return {name for name, attr in (("learning_rate", "lr"), ("batch_size", "batch_size"),
-                                    ("epochs", "epochs"), ("augment", "augment"))
+                                    ("epochs", "epochs"), ("augment", "augment"),
+                                    ("label_smoothing", "label_smoothing"))
             if getattr(args, attr, None) is not None}

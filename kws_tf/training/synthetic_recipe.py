@@ -15,10 +15,11 @@ import dataclasses
 
 # Recipe entry -> the kws_tf.train flag that sets it (entries without a flag always apply).
 FLAGS = {"optimizer": None, "learning_rate": "--lr", "weight_decay": None,
-         "batch_size": "--batch-size", "epochs": "--epochs", "augment": "--[no-]augment"}
-# What the record compares: FitConfig.recipe's entries, and augmentation.
+         "batch_size": "--batch-size", "epochs": "--epochs", "augment": "--[no-]augment",
+         "label_smoothing": "--label-smoothing"}
+# What the record compares: FitConfig.recipe's entries, augmentation and the loss's smoothing.
 ENTRIES = ("optimizer", "learning_rate", "weight_decay", "lr_step_epochs", "lr_gamma",
-           "batch_size", "epochs", "augment")
+           "batch_size", "epochs", "augment", "label_smoothing")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,8 @@ class SyntheticRecipe:
     # Time shift and _background_noise_ mixing: with 64 training speakers, what keeps gru4 from
     # learning the voices instead of the words.
     augment: bool = True
+    # The cross-entropy's targets smoothed by this much (0: the study's loss).
+    label_smoothing: float = 0.0
     why: str = ("the study's recipe is sized for Speech Commands' ~85,000 training clips: on the "
                 "embedded set's 2,240 it takes too few steps to learn, and without augmentation "
                 "the model learns its 64 voices rather than the words")
@@ -69,14 +72,15 @@ def apply_recipe(config, variant, flags_given=(), recipe: SyntheticRecipe = SYNT
 
     study_variant = get_variant(variant)
     study = {**dataclasses.replace(config, **dict.fromkeys(FLAGS)).recipe(study_variant),
-             "augment": False}
+             "augment": False, "label_smoothing": 0.0}
     for name in FLAGS:
         if name not in flags_given:
             setattr(config, name, getattr(recipe, name))
     epochs = config.recipe(study_variant)["epochs"]
     v = study_variant.replace(lr_step_epochs=max(1, epochs - recipe.low_lr_epochs),
                               lr_gamma=recipe.lr_gamma)
-    ours = {**config.recipe(v), "augment": config.augment}
+    ours = {**config.recipe(v), "augment": config.augment,
+            "label_smoothing": config.label_smoothing}
     changed = [k for k in ENTRIES if ours[k] != study[k] and k not in flags_given]
     if ours != study:
         flags = "/".join(f for f in FLAGS.values() if f)
@@ -98,7 +102,9 @@ def _describe(recipe: dict) -> str:
     epochs = recipe["epochs"]
     return (f"{optimizer} lr {recipe['learning_rate']:g}{step},{wd} batch {recipe['batch_size']}, "
             f"{epochs} epoch{'s' if epochs != 1 else ''}"
-            + (", augmented (time shift, background noise)" if recipe["augment"] else ""))
+            + (", augmented (time shift, background noise)" if recipe["augment"] else "")
+            + (f", label smoothing {recipe['label_smoothing']:g}"
+               if recipe.get("label_smoothing") else ""))
 
 
 apply_synthetic_recipe = apply_recipe
