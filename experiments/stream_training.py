@@ -8,8 +8,10 @@ Each run folder holds ``config.json`` (the options: ``--partial-negatives``,
 ``--label-smoothing``, ``--noise-dbfs``, ``--hard-negatives-from``, and the seed),
 ``metrics.json`` (clip accuracy) and ``model.keras`` with the decision settings train chose on
 the validation recordings (``decision_chosen``: the miss rate at <= 10 false alarms per hour).
-Runs that differ only in the seed form one row: the miss rate per seed, its mean, and how far the
-recipe's own seeds lie apart, which says how large a difference one seed can show by chance.
+Runs that differ only in the seed form one row, named by what they change beyond the baseline
+(the words recipe before label smoothing joined it: Adam lr 1e-3, batch 100, 15 epochs,
+augmented): the miss rate per seed, its mean, and how far the baseline's own seeds lie apart,
+which says how large a difference one seed can show by chance.
 Writes ``<output>.md`` and ``<output>.json``.
 """
 from __future__ import annotations
@@ -24,7 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-RECIPE = "the words recipe"
+BASELINE = "baseline: lr 1e-3, batch 100, 15 epochs, augmented"
+# The run every idea is compared with: the words recipe before label smoothing joined it.
+BASELINE_RECIPE = {"learning_rate": 1e-3, "batch_size": 100, "epochs": 15}
+RECIPE_FLAGS = {"learning_rate": "--lr", "batch_size": "--batch-size", "epochs": "--epochs"}
 
 
 def idea_of(config: dict) -> str:
@@ -37,19 +42,21 @@ def idea_of(config: dict) -> str:
         parts.append(f"--label-smoothing {fit['label_smoothing']:g}")
     if fit.get("noise_dbfs"):
         parts.append("--noise-dbfs={:g},{:g}".format(*fit["noise_dbfs"]))
-    if config.get("hard_negatives"):
-        mined = config["hard_negatives"]
-        parts.append(f"--hard-negatives-from ({mined['clips']} windows)")
+    if config.get("hard_negatives"):  # how many windows each run mined: in the JSON
+        parts.append("--hard-negatives-from MODEL")
     if fit.get("time_shift_ms", 100.0) != 100.0:
         parts.append(f"--time-shift-ms {fit['time_shift_ms']:g}")
     for key, flag in (("silence_percentage", "--silence-percentage"),
                       ("unknown_percentage", "--unknown-percentage")):
         if config.get(key, 10.0) != 10.0:
             parts.append(f"{flag} {config[key]:g}")
-    for key in ("learning_rate", "epochs", "batch_size"):
-        if key in config.get("words_recipe", {}).get("flags_given", []):
-            parts.append(f"{key} {config['recipe'][key]:g}")
-    return " ".join(parts) or RECIPE
+    recipe = config.get("recipe", {})
+    for key, flag in RECIPE_FLAGS.items():
+        if key in recipe and recipe[key] != BASELINE_RECIPE[key]:
+            parts.append(f"{flag} {recipe[key]:g}")
+    if fit.get("augment") is False:
+        parts.append("--no-augment")
+    return " ".join(parts) or BASELINE
 
 
 def read_run(folder: Path) -> dict:
@@ -67,6 +74,7 @@ def read_run(folder: Path) -> dict:
     return {"run": str(folder), "idea": idea_of(config), "seed": config["fit_config"]["seed"],
             "miss_rate": chosen["miss_rate"], "false_alarms_per_hour": chosen["false_alarms_per_hour"],
             "hours": chosen["hours"], "decision": info.get("decision"),
+            "hard_negatives": config.get("hard_negatives", {}).get("clips"),
             "validation_accuracy": metrics.get("validation", {}).get("accuracy"),
             "test_accuracy": metrics.get("testing", {}).get("accuracy")}
 
@@ -76,7 +84,7 @@ def table(runs: list) -> list:
     rows = {}
     for r in sorted(runs, key=lambda r: r["seed"]):
         rows.setdefault(r["idea"], []).append(r)
-    order = sorted(rows, key=lambda k: (k != RECIPE, k))
+    order = sorted(rows, key=lambda k: (k != BASELINE, k))
     out = []
     for idea in order:
         rs = rows[idea]
@@ -99,11 +107,11 @@ def markdown(rows: list) -> str:
                  if s in by_seed else "" for s in seeds]
         lines.append(f"| {row['idea']} | " + " | ".join(cells)
                      + f" | {100 * row['mean_miss_rate']:.1f} % | {row['mean_test_accuracy']:.3f} |")
-    recipe = next((row for row in rows if row["idea"] == RECIPE), None)
+    recipe = next((row for row in rows if row["idea"] == BASELINE), None)
     note = ("Validation recordings: miss rate at <= 10 false alarms per hour (the false alarms "
             "per hour at that setting), each run's own decision settings.")
     if recipe and len(recipe["runs"]) > 1:
-        note += (f" The recipe's {len(recipe['runs'])} seeds lie {100 * recipe['spread']:.1f} "
+        note += (f" The baseline's {len(recipe['runs'])} seeds lie {100 * recipe['spread']:.1f} "
                  "points apart: a difference that size between single runs can be chance.")
     return "\n".join(lines) + "\n\n" + note + "\n"
 

@@ -16,8 +16,9 @@ def _run(folder, seed, miss, fa, test_acc, **fit):
     extra = {}
     if "mined" in fit:
         extra["hard_negatives"] = {"clips": fit.pop("mined")}
-    config = {"fit_config": {"seed": seed, "time_shift_ms": 100.0, **fit}, "recipe": {},
-              "words_recipe": {"flags_given": []}, **extra}
+    lr = fit.pop("lr", 1e-3)
+    config = {"fit_config": {"seed": seed, "time_shift_ms": 100.0, "augment": True, **fit},
+              "recipe": {"learning_rate": lr, "batch_size": 100, "epochs": 15}, **extra}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "metrics.json").write_text(json.dumps(
         {"validation": {"accuracy": test_acc - 0.03}, "testing": {"accuracy": test_acc}}))
@@ -34,17 +35,18 @@ def test_rows_group_seeds_and_say_how_far_the_recipes_seeds_lie(tmp_path, capsys
             _run(tmp_path / "s0", 0, 0.69, 8.7, 0.83, label_smoothing=0.1),
             _run(tmp_path / "s1", 1, 0.63, 9.3, 0.80, label_smoothing=0.1),
             _run(tmp_path / "h0", 0, 0.76, 9.9, 0.78, mined=859),
-            _run(tmp_path / "n0", 0, 0.75, 8.7, 0.80, noise_dbfs=[-70.0, -35.0])]
+            _run(tmp_path / "n0", 0, 0.75, 8.7, 0.80, noise_dbfs=[-70.0, -35.0]),
+            _run(tmp_path / "l0", 0, 0.82, 10.0, 0.70, lr=1e-4)]
     out = tmp_path / "table"
     assert stream_training.main([str(r) for r in runs] + ["--output", str(out)]) == 0
     rows = json.loads((tmp_path / "table.json").read_text())["rows"]
-    assert [r["idea"] for r in rows][0] == stream_training.RECIPE
+    assert [r["idea"] for r in rows][0] == stream_training.BASELINE
     by_idea = {r["idea"]: r for r in rows}
     assert by_idea["--label-smoothing 0.1"]["seeds"] == [0, 1]
     assert by_idea["--label-smoothing 0.1"]["mean_miss_rate"] == pytest.approx(0.66)
-    assert by_idea[stream_training.RECIPE]["spread"] == pytest.approx(0.14)
-    assert "--hard-negatives-from (859 windows)" in by_idea
-    assert "--noise-dbfs=-70,-35" in by_idea
+    assert by_idea[stream_training.BASELINE]["spread"] == pytest.approx(0.14)
+    assert by_idea["--hard-negatives-from MODEL"]["runs"][0]["hard_negatives"] == 859
+    assert "--noise-dbfs=-70,-35" in by_idea and "--lr 0.0001" in by_idea
     text = (tmp_path / "table.md").read_text()
     assert "| --label-smoothing 0.1 | 69.0 % (8.7) | 63.0 % (9.3) | 66.0 % | 0.815 |" in text
     assert "14.0 points apart" in text and text == capsys.readouterr().out
