@@ -315,7 +315,7 @@ def _inside(k):
 def test_every_reader_reads_a_wav_the_same_way(tmp_path):
     """Clips, silence and augmentation noise, and predict's long recordings: one reader, via
     16 kHz, whatever the file's rate, channels and case of extension."""
-    from kws_tf.data import audio, pipeline, tasks
+    from kws_tf.data import audio, augment, tasks
     from kws_tf.predict import read_audio as predict_read
 
     x = tone(330, 30000, rate=22050) + tone(90, 30000, amp=0.2, rate=22050)
@@ -328,7 +328,7 @@ def test_every_reader_reads_a_wav_the_same_way(tmp_path):
     np.testing.assert_allclose(audio.read_audio(path), at16, atol=1e-6)
     np.testing.assert_allclose(audio.read_audio(path, 8000), at8, atol=1e-6)
     np.testing.assert_array_equal(predict_read(path, 8000), audio.read_audio(path, 8000))
-    np.testing.assert_array_equal(pipeline._noise(str(tmp_path), 8000)[0],
+    np.testing.assert_array_equal(augment._noise(str(tmp_path), 8000)[0],
                                   audio.read_audio(path, 8000))
     np.testing.assert_array_equal(tasks.background_noise(str(tmp_path))[0],
                                   audio.to_int16(audio.read_audio(path)))

@@ -298,7 +298,7 @@ def test_partial_negatives_move_command_words_off_centre_as_unknown(tiny_root):
     0.4-0.7 s either way and becomes _unknown_; with none chosen the other draws are the same."""
     import tensorflow as tf
 
-    from kws_tf.data.pipeline import PARTIAL_SHIFT_MS, augment_dataset
+    from kws_tf.data.augment import PARTIAL_SHIFT_MS, augment_dataset
 
     n, onset, length = 8000, 2000, 4000
     x = np.zeros((200, n), np.float32)
@@ -444,7 +444,7 @@ def test_noise_dbfs_mixes_the_background_at_the_asked_levels(tiny_root):
 
     import tensorflow as tf
 
-    from kws_tf.data.pipeline import augment_dataset
+    from kws_tf.data.augment import augment_dataset
     from kws_tf.training.cli_args import add_fit_args, fit_config_from_args
 
     silent = np.zeros((300, 8000), np.float32)  # what comes out is the background alone

@@ -258,7 +258,7 @@ def by_background(scored, labels, setting, tolerance) -> dict:
 # A DET curve needs thresholds close to 1, where the false alarms per hour fall to a few, and
 # the choice's steps of 0.01 below that (a label-smoothed model tops out near 0.91).
 DET_THRESHOLDS = tuple(float(t) for t in np.unique(np.round(np.concatenate(
-    [THRESHOLDS, 1 - np.geomspace(0.05, 0.0005, 14)]), 5)))
+    [np.arange(0.30, 0.95, 0.025), THRESHOLDS, 1 - np.geomspace(0.05, 0.0005, 14)]), 5)))
 HEADLINE_FA_PER_HOUR = (1.0, 10.0, 60.0)
 
 

@@ -152,23 +152,29 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
             "labels": data.labels, "environment": environment(), "cpu_memory": cpu_memory,
             "command": sys.argv, **(extra_config or {})})
     if config.verbose:
-        changed = config.overrides(v)
-        print(v.describe() + ("\nthis run changes the recipe: "
-                              + ", ".join(f"{k} {val}" for k, val in changed.items())
-                              if changed else ""))
-        extras = [f"{name} {value:g}" for name, value in (
-            ("partial negatives", config.partial_negatives),
-            ("label smoothing", config.label_smoothing)) if value]
-        if config.noise_dbfs:
-            extras.append("background noise at {:g} to {:g} dBFS".format(*config.noise_dbfs))
-        if extras:
-            print("this run also trains with " + ", ".join(extras))
-        print(f"{count_trainable_params(model):,} trainable parameters; "
-              f"{job.n_train} training clips at {config.sample_rate} Hz; run folder {output}")
+        _print_start(job, model)
     _train_epochs(job, model, state, callbacks)
     if not job.chief:  # the chief evaluates and writes the results
         return Run(output, model, data.labels, state["history"], state["best_epoch"], {})
     return _finish(job, model, state)
+
+
+def _print_start(job: "FitJob", model) -> None:
+    """What the run trains: the variant, what it changes, its size and folder."""
+    v, config = job.variant, job.config
+    changed = config.overrides(v)
+    print(v.describe() + ("\nthis run changes the recipe: "
+                          + ", ".join(f"{k} {val}" for k, val in changed.items())
+                          if changed else ""))
+    extras = [f"{name} {value:g}" for name, value in (
+        ("partial negatives", config.partial_negatives),
+        ("label smoothing", config.label_smoothing)) if value]
+    if config.noise_dbfs:
+        extras.append("background noise at {:g} to {:g} dBFS".format(*config.noise_dbfs))
+    if extras:
+        print("this run also trains with " + ", ".join(extras))
+    print(f"{count_trainable_params(model):,} trainable parameters; "
+          f"{job.n_train} training clips at {config.sample_rate} Hz; run folder {job.output}")
 
 
 def _check_stream_training(config: FitConfig, data: TrainingData) -> None:
