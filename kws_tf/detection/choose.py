@@ -24,6 +24,16 @@ def spotter_words(labels: Sequence[str]) -> list:
     return [w for w in labels if not w.startswith("_")]
 
 
+def spotted_words(labels: Sequence[str], commands: Optional[Sequence[str]] = None) -> list:
+    """The words a model's detector reports: ``commands`` if given, else a spotter's own words
+    (a model with ``_silence_``/``_unknown_``), else the ten command words (a model of every
+    word); only those among ``labels``."""
+    labels = list(labels)
+    spotter = any(w in ("_silence_", "_unknown_") for w in labels)
+    return [w for w in (commands or (spotter_words(labels) if spotter else COMMANDS))
+            if w in labels]
+
+
 def choose_decision(scorer, root, commands: Optional[Sequence[str]] = None,
                     max_fa_per_hour: float = MAX_FA_PER_HOUR, hop: float = HOP_SECONDS,
                     seed: int = 0, cache_dir=None, on_error: str = "raise") -> Optional[dict]:
@@ -35,9 +45,7 @@ def choose_decision(scorer, root, commands: Optional[Sequence[str]] = None,
     (``words``).  None where there is nothing to choose on: none of the words among the
     model's labels or the validation clips."""
     labels = list(scorer.labels)
-    spotter = any(w in ("_silence_", "_unknown_") for w in labels)
-    words = [w for w in (commands or (spotter_words(labels) if spotter else COMMANDS))
-             if w in labels]
+    words = spotted_words(labels, commands)
     if not words:
         return None
     view = KeywordView(scorer, words)

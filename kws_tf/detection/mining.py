@@ -15,7 +15,8 @@ from typing import Optional
 
 import numpy as np
 
-from .recordings import COMMANDS, RATE, build_recordings, load_noise
+from ..data.audio import to_int16
+from .recordings import RATE, build_recordings, load_noise
 from .scoring import KeywordView, score_windows
 
 MINING_THRESHOLD = 0.5
@@ -33,11 +34,9 @@ def mine_hard_negatives(scorer, root, seed: int = 0, threshold: float = MINING_T
     ``scorer`` (kws_tf.inference.scorers) spots its words (a 35-word model: the ten command
     words, the others summed into ``_unknown_``).  ``info`` says how many windows were mined,
     from how many hours, and how many lay in a gap or on another word's clip."""
-    from .choose import spotter_words
+    from .choose import spotted_words
 
-    labels = list(scorer.labels)
-    spotter = any(w in ("_silence_", "_unknown_") for w in labels)
-    words = [w for w in (spotter_words(labels) if spotter else COMMANDS) if w in labels]
+    words = spotted_words(scorer.labels)
     if not words:
         raise ValueError("hard negatives need a model that spots words (none of its labels is "
                          "a word to spot)")
@@ -45,15 +44,14 @@ def mine_hard_negatives(scorer, root, seed: int = 0, threshold: float = MINING_T
     clips, clip_words = _training_clips(root, words, seed, max_command_clips, cache_dir, on_error)
     recordings = build_recordings(clips, clip_words, words, load_noise(root), seed + SEED_OFFSET)
     del clips
+    hours = sum(r.seconds for r in recordings) / 3600
     if verbose:
-        hours = sum(r.seconds for r in recordings) / 3600
         print(f"mining hard negatives: scoring {hours:.1f} h of training-split recordings")
     windows = mined_windows(view, recordings, threshold, hop, spacing)
     kinds = {"gap": 0, "other_word": 0}
     for _, _, kind in windows:
         kinds[kind] += 1
     mined = [window_clip(recordings[r].audio, start) for r, start, _ in windows]
-    hours = sum(r.seconds for r in recordings) / 3600
     out = np.stack(mined) if mined else np.zeros((0, RATE), np.int16)
     info = {"clips": int(len(out)), "hours": round(hours, 3), "threshold": float(threshold),
             "spacing_seconds": float(spacing), "hop_seconds": float(hop), "by_kind": kinds,
@@ -94,7 +92,7 @@ def window_clip(audio16: np.ndarray, start: float) -> np.ndarray:
     window = np.zeros(RATE, np.float32)
     piece = audio16[first:first + RATE]
     window[:len(piece)] = piece
-    return np.clip(np.round(window * 32768.0), -32768, 32767).astype(np.int16)
+    return to_int16(window)
 
 
 def _training_clips(root, words, seed: int, max_command_clips: Optional[int], cache_dir, on_error):

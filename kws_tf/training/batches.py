@@ -87,9 +87,8 @@ def _partial_options(split, share: float) -> dict:
     unknown = getattr(split, "unknown_label", None)
     if unknown is None:
         raise ValueError("partial negatives need a keyword task with an _unknown_ label (--words)")
-    keywords = sorted(set(np.unique(split.word_labels).tolist()))
     return {"partial_negatives": float(share), "negative_label": int(unknown),
-            "keyword_ids": keywords}
+            "keyword_ids": np.unique(split.word_labels).tolist()}
 
 
 def eval_batches(split, batch_size: int, sample_rate: int, shard=(0, 1)):
