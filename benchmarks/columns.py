@@ -26,6 +26,23 @@ CLUSTERS = {**REUSE, "TF_XLA_FLAGS": " ".join(xla_clusters.FLAGS)}
 # mmap, never trim.  Not PyTorch's default; shown so the comparison is fair both ways.
 MALLOC_ENV = GLIBC_ENV
 
+# What a column that needs PyTorch says where PyTorch is missing (the README's install leaves it
+# out: it is the ``torch`` extra).
+TORCH_MISSING = 'needs PyTorch, which is not installed: pip install -e ".[torch]"'
+
+
+def needs_torch(column) -> bool:
+    """A column ``(framework, env, options)`` that runs PyTorch or Keras on the torch backend."""
+    framework, env, _ = column
+    return framework == "torch" or env.get("KERAS_BACKEND") == "torch"
+
+
+def torch_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 # column -> (worker framework, extra env, trainer options)
 COLUMNS = {
     "keras-tf": ("keras", TF, {}),

@@ -154,6 +154,10 @@ class TorchTrainer:
 
     def __init__(self, variant, sample_rate, input_rate=None, batch=100, steps=2, device="cpu",
                  amp=False, compile=False):
+        from .columns import TORCH_MISSING, torch_installed
+
+        if not torch_installed():
+            raise ModuleNotFoundError(TORCH_MISSING)
         import torch
         from .torch_reference import TorchKWS
         from kws_tf.variants import get_variant

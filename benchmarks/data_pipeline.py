@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import TRAIN_SPLIT_CLIPS, lscpu
+from kws_tf import cli
 
 SUBSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech_commands_subset"
 
@@ -44,7 +45,7 @@ def drain(ds) -> tuple:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.data_pipeline", description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(prog="python -m benchmarks.data_pipeline", description=cli.first_paragraph(__doc__))
     p.add_argument("--root", default=str(SUBSET), help="Speech Commands folder (default: the shared subset)")
     p.add_argument("--split", default="training")
     p.add_argument("--batch-size", type=int, default=100)

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import TRAIN_SPLIT_CLIPS, cpu_peak, lscpu, machine_tag
+from kws_tf import cli
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET = REPO.parent / "shared" / "data" / "speech_commands_subset"
@@ -165,7 +166,7 @@ def training_rate(data_root: Path, cache: Path, rate: int, steps: int, tmp: Path
 
 # ------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.fullsize", description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(prog="python -m benchmarks.fullsize", description=cli.first_paragraph(__doc__))
     p.add_argument("--folder", default="/tmp/kws-fullsize", help="where the linked dataset goes")
     p.add_argument("--source", default=str(SUBSET))
     p.add_argument("--scales", default="1,4", help="dataset sizes to compare peak RSS at (x 104,837)")

@@ -26,6 +26,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from . import common  # noqa: E402
+from kws_tf import cli  # noqa: E402
 
 STUDY_GPU_CLIPS_PER_S = 84_843 * 10 / 1026  # gru1 @ 16 kHz, Colab GPU
 
@@ -51,7 +52,7 @@ def _tf_gpu_column(cfg):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--small", action="store_true",
                     help="CPU smoke test: batch 4, 4 kHz-sized work, 1 round")
     ap.add_argument("--variants", default="gru1,gru4")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import latency_ms
+from kws_tf import cli
 
 
 def _size(path: Path) -> int:
@@ -77,7 +78,7 @@ def _subset_labels(root, labels):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.inference_latency", description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(prog="python -m benchmarks.inference_latency", description=cli.first_paragraph(__doc__))
     p.add_argument("--variant", default="gru1", help="study variant to build when no --model (default gru1)")
     p.add_argument("--model", action="append", default=[], metavar="RATE=PATH",
                    help="a trained model.keras for a rate, e.g. 8000=runs/x/model.keras (repeatable)")

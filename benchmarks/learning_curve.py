@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from kws_tf import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "yes,no,up,down,left,right,on,off,stop,go"
@@ -89,9 +90,9 @@ def plot(path: Path, points: list, title: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.learning_curve",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="python -m benchmarks.learning_curve",
+                           description=cli.first_paragraph(__doc__),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--fractions", default="0.25,0.5,1")
     p.add_argument("--variant", default="gru4")

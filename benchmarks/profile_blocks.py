@@ -23,6 +23,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kws_tf.platform.cpu_memory import add_reuse_cpu_memory_flag, reuse_cpu_memory  # noqa: E402
+from kws_tf import cli  # noqa: E402
 
 
 def make_step(sub, jit, batch):
@@ -44,7 +45,7 @@ def make_step(sub, jit, batch):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(description=cli.first_paragraph(__doc__))
     p.add_argument("--variant", default="gru4")
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--batch", type=int, default=100)

@@ -24,8 +24,9 @@ from . import common
 from .columns import ABLATIONS, COLUMNS, HEADLINE, choose, is_bf16, reference_column
 from .sections import SECTIONS, section_subprocess
 from .steadiness import bench_steadiness, print_steadiness
-from .torch_reference import forward_macs
+from .macs import forward_macs
 from .train_speed import bench_training, print_training
+from kws_tf import cli
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The columns and the training section live in columns.py and train_speed.py; these names stay
@@ -55,7 +56,7 @@ def merge_results(path, new):
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="gru4@16kHz only, fewer steps")
     ap.add_argument("--ablations", action="store_true",
                     help="compare the TF speed-ups one by one (gru4@16kHz)")

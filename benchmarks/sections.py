@@ -111,6 +111,11 @@ def _tflite_inference(res: _Timings, model) -> None:
 
 
 def _torch_inference(res: _Timings, model, quick) -> None:
+    from .columns import TORCH_MISSING, torch_installed
+
+    if not torch_installed():
+        res["torch eager"] = {"error": TORCH_MISSING}
+        return
     import torch
 
     from .torch_reference import TorchKWS, copy_from_keras

@@ -41,6 +41,7 @@ from kws_tf.detection.scoring import (AVERAGES, DET_THRESHOLDS, HEADLINE_FA_PER_
                                       KeywordView, by_background, choose_setting, detect,
                                       evaluate_model, evaluate_setting, score, summarise,
                                       window_scores)
+from kws_tf import cli
 
 # The recordings and the scoring live in kws_tf.detection; these names stay
 # importable from here, where the command is.
@@ -96,18 +97,23 @@ def replot(path: Path) -> int:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.streaming",
-                                description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="python -m benchmarks.streaming",
+                           description=cli.first_paragraph(__doc__),
+                           epilog=__doc__.split("\n\n", 1)[1],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--replot", metavar="JSON", help="only redraw the PNG of a results JSON")
     p.add_argument("--model", action="append", metavar="NAME=PATH",
                    help="a model to score (model.keras, SavedModel folder or .tflite); repeat")
     p.add_argument("--data", help="Speech Commands folder (its validation and "
                    "testing clips and _background_noise_)")
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--commands", default=",".join(COMMANDS))
-    p.add_argument("--hop", type=float, default=0.25)
+    p.add_argument("--cache-dir", default=None,
+                   help="where the decoded clip cache lives (default $KWS_TF_CACHE/decoded or "
+                        "~/.cache/kws_tf/decoded)")
+    p.add_argument("--commands", default=",".join(COMMANDS),
+                   help="comma-separated command words to spot; the other words are "
+                        f"_unknown_ (default {','.join(COMMANDS)})")
+    p.add_argument("--hop", type=float, default=0.25,
+                   help="seconds between the 1 s windows scored (default 0.25)")
     p.add_argument("--tolerance", type=float, default=2.0,
                    help="seconds after a clip's start in which its detection counts (default 2)")
     p.add_argument("--max-fa-per-hour", type=float, default=10.0,
@@ -115,9 +121,12 @@ def parse_args(argv=None):
     p.add_argument("--passes", type=int, default=3,
                    help="how often each clip is reused, with other gaps, neighbours and "
                         "backgrounds, to lengthen the recordings (default 3)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default="benchmarks/results")
-    p.add_argument("--name", default="streaming", help="file stem of the JSON and PNG")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the recordings' clip order, gaps and backgrounds (default 0)")
+    p.add_argument("--output", default="benchmarks/results",
+                   help="folder of NAME.json and NAME.png (default benchmarks/results)")
+    p.add_argument("--name", default="streaming",
+                   help="file stem of the JSON and PNG (default streaming)")
     args = p.parse_args(argv)
     if not args.replot and (not args.model or not args.data):
         p.error("--model and --data are needed (or --replot JSON)")

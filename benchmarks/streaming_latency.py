@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import latency_ms
+from kws_tf import cli
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WINDOW_HOP_SECONDS = 0.25
@@ -242,8 +243,8 @@ def _print(rows) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.streaming_latency",
-                                description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(prog="python -m benchmarks.streaming_latency",
+                           description=cli.first_paragraph(__doc__))
     p.add_argument("--variants", default="gru4")
     p.add_argument("--rates", default="16000,8000")
     p.add_argument("--model", action="append", default=[], help="RATE=PATH.keras (trained)")

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from kws_tf import cli
 
 EVAL_BATCH = 200
 
@@ -171,8 +172,8 @@ def _csv(rows) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.torch_recipe", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cli.ArgumentParser(prog="python -m benchmarks.torch_recipe", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("variant")
     ap.add_argument("--sample-rate", type=int, default=16000, choices=(16000, 8000))
     ap.add_argument("--data", required=True, help="dataset folder (Speech Commands layout)")

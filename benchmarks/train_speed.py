@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .columns import is_bf16, reference_column
-from .torch_reference import forward_macs
+from .columns import TORCH_MISSING, is_bf16, needs_torch, reference_column, torch_installed
+from .macs import forward_macs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +49,10 @@ def input_rate_of(rate: int):
 
 def bench_training(configs, columns, rounds, steps, batch, peak, log):
     """One row per (variant, rate, column): clips/s of every round and their median."""
+    if not torch_installed():  # say so once per column, not "worker exited" every round
+        for name in [n for n, c in columns.items() if needs_torch(c)]:
+            log(f"  skip {name}: {TORCH_MISSING}")
+        columns = {n: c for n, c in columns.items() if not needs_torch(c)}
     workers = {name: Worker(fw, env) for name, (fw, env, _) in columns.items()}
     samples, loads = {}, []
     try:

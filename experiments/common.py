@@ -15,11 +15,12 @@ from kws_tf.training.cli_args import add_fit_args, add_words_args, prepare_proce
 
 
 def parser(prog: str, doc: str) -> argparse.ArgumentParser:
-    """An experiment's parser: the module docstring's first line as the description, the
-    rest (after a blank line) as the epilog."""
-    return argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0],
-                                   epilog=doc.split("\n", 2)[2],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    """An experiment's parser: the module docstring's first paragraph as the description, the
+    rest as the epilog."""
+    rest = doc.strip().split("\n\n", 1)
+    return cli.ArgumentParser(prog=prog, description=cli.first_paragraph(doc),
+                              epilog=rest[1] if len(rest) > 1 else None,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_shared_args(p: argparse.ArgumentParser) -> None:

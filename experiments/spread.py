@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from kws_tf import cli
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -117,8 +118,8 @@ def render(rows) -> str:
 def main(argv=None) -> int:
     from kws_tf import artifacts
 
-    p = argparse.ArgumentParser(prog="python -m experiments.spread", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="python -m experiments.spread", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tables", nargs="+", help="reproduce output folders, one seed each")
     p.add_argument("--keras-init", help="folder of <cell>/ PyTorch runs from our initialisation")
     p.add_argument("--pytorch-init", help="reproduce output folder trained with --init pytorch")

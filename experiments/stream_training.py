@@ -21,6 +21,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from kws_tf import cli
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -117,8 +118,8 @@ def markdown(rows: list) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.stream_training",
-                                description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(prog="python -m experiments.stream_training",
+                           description=cli.first_paragraph(__doc__))
     p.add_argument("runs", nargs="+", help="kws_tf.train --words run folders")
     p.add_argument("--output", required=True, help="writes OUTPUT.md and OUTPUT.json")
     args = p.parse_args(argv)

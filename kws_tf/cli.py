@@ -1,7 +1,11 @@
-"""Shared bits of the command-line tools: one-line errors with exit code 2."""
+"""Shared bits of the command-line tools: one-line errors with exit code 2, plain warning
+lines, --version, and help texts without the docstrings' RST markup."""
 from __future__ import annotations
 
+import argparse
+import contextlib
 import sys
+import warnings
 
 from .errors import USER_ERRORS
 
@@ -15,7 +19,8 @@ def run(main, argv=None, interrupted: str = "interrupted") -> int:
     Ctrl-C prints ``interrupted`` (commands that train say how to resume) and exits 130.
     """
     try:
-        return main(argv) or 0
+        with plain_warnings():
+            return main(argv) or 0
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -37,3 +42,52 @@ def add_data_args(parser, data_help: str = DATA_HELP) -> None:
     parser.add_argument("--cache-dir", default=None,
                         help="where the decoded clip cache lives (default $KWS_TF_CACHE/decoded "
                              "or ~/.cache/kws_tf/decoded); built once per dataset, then reused")
+
+
+@contextlib.contextmanager
+def plain_warnings():
+    """kws_tf's own warnings (a skipped clip, an ignored list line) as one ``warning: ...`` line
+    on stderr: Python's default format adds the source file and line of the warnings.warn call,
+    which says nothing to someone running a command."""
+    from .data.splits import DataWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            print(f"warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = default
+
+
+def plain(text):
+    """Help text as a terminal shows it: the docstrings' RST ``literal`` markup dropped."""
+    return text.replace("``", "") if text else text
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with --version (every command has it) and help texts without the
+    docstrings' RST double backticks (they are printed, not rendered)."""
+
+    def __init__(self, *args, description=None, epilog=None, **kwargs):
+        super().__init__(*args, description=plain(description), epilog=plain(epilog), **kwargs)
+        add_version(self)
+
+
+def add_version(parser) -> None:
+    """--version: prints ``PROG kws_tf X.Y.Z`` (kws_tf.__version__) and exits."""
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s (kws_tf {__version__})")
+
+
+def first_paragraph(doc: str) -> str:
+    """A module docstring's first paragraph as one line: a command's description (its first
+    line alone can stop mid-sentence)."""
+    return " ".join(doc.strip().split("\n\n")[0].split())

@@ -9,12 +9,17 @@ from . import cli
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kws_tf.evaluate", description=__doc__)
+    p = cli.ArgumentParser(prog="python -m kws_tf.evaluate", description=__doc__)
     p.add_argument("model", help="a model.keras written by kws_tf.train")
     cli.add_data_args(p)
-    p.add_argument("--split", default="testing", choices=("training", "validation", "testing"))
-    p.add_argument("--output", help="folder for metrics.json and confusion_matrix.png")
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--split", default="testing", choices=("training", "validation", "testing"),
+                   help="the split to score (default testing)")
+    p.add_argument("--output", metavar="FOLDER",
+                   help="also write metrics.json and confusion_matrix.png into FOLDER (made if "
+                        "missing; default: print only, write nothing)")
+    p.add_argument("--batch-size", type=int, default=100,
+                   help="clips per forward pass; changes speed and memory, not the result "
+                        "(default 100)")
     p.add_argument("--all-unknown", action="store_true",
                    help="a model with _unknown_: score every clip of the words it lacks (default: "
                         "the fixed 10%% sample its training used for validation and testing)")

@@ -19,8 +19,8 @@ from .training.distribute import make_strategy
 def parse_args(argv=None):
     from .variants import VARIANTS
 
-    p = argparse.ArgumentParser(
-        prog="python -m kws_tf.train", description=__doc__.split("\n")[0],
+    p = cli.ArgumentParser(
+        prog="python -m kws_tf.train", description=cli.first_paragraph(__doc__),
         epilog="Defaults for every training flag come from the variant's recipe "
                "(kws_tf.variants.VARIANTS), or on --data synthetic from the embedded data's "
                "(kws_tf.training.synthetic_recipe), or with --words from the keyword-spotting "

@@ -18,7 +18,7 @@ from .. import cli
 def parse_args(argv=None):
     from . import SYNTHETIC_DEFAULTS, default_data_root
 
-    p = argparse.ArgumentParser(prog="python -m kws_tf.data", description=__doc__.split("\n")[0],
+    p = cli.ArgumentParser(prog="python -m kws_tf.data", description=cli.first_paragraph(__doc__),
                                 epilog=__doc__.split("\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)

@@ -2,7 +2,7 @@
 
 Every export takes raw audio at the model's sample rate, float32 in [-1, 1], and returns
 softmax probabilities (also for the log_softmax variants), so all formats answer the same
-question in the same units.  The output folder (default ``saved_models/<run name>/``) holds::
+question in the same units.  The output folder (default ``exports/<run name>/``) holds::
 
     savedmodel/             tf.saved_model.load / TF Serving; signature "serving_default":
                             audio (batch, samples) -> probabilities (batch, classes), label (batch,)

@@ -29,23 +29,29 @@ def _data_root(arg, model_path):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kws_tf.export", description=__doc__.split("\n\n")[0],
+    p = cli.ArgumentParser(prog="python -m kws_tf.export", description=cli.first_paragraph(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a model.keras written by kws_tf.train")
-    p.add_argument("--format", default="all", choices=("savedmodel", "tflite", "all"))
+    p.add_argument("--format", default="all", choices=("savedmodel", "tflite", "all"),
+                   help="what to write: a SavedModel folder, TFLite files, or both (default all)")
     p.add_argument("--quantize", default="all",
                    help="TFLite files besides float32: none, dynamic, int8, int16x8 (int16 "
                         "activations: float accuracy, int8 size, slow kernels) or all (= dynamic,int8; "
                         "comma-separated list allowed; default all). The float32 file is always written: it is the "
                         "reference the quantized ones are measured against")
-    p.add_argument("--output", help="output folder (default saved_models/<run name>/)")
+    p.add_argument("--output", help="output folder (default exports/<run name>/; the shipped "
+                                    "models in saved_models/ are the repository's own)")
     cli.add_data_args(p, data_help="dataset folder ('synthetic' for the embedded one); default: "
                                    "the one recorded in the run's config.json")
     p.add_argument("--split", default="validation", choices=("validation", "testing"),
-                   help="split for the parity checks and the accuracy comparison")
-    p.add_argument("--eval-clips", type=int, default=1000, help="at most this many evaluation clips (0 = all)")
+                   help="split for the parity checks and the accuracy comparison (default "
+                        "validation)")
+    p.add_argument("--eval-clips", type=int, default=1000,
+                   help="at most this many clips of --split for the checks and the accuracy "
+                        "comparison (0 = all; default 1000)")
     p.add_argument("--calibration-clips", type=int, default=200,
-                   help="training clips for the int8 representative dataset")
+                   help="clips that calibrate the int8/int16x8 files' activation ranges: four "
+                        "fifths training clips, one fifth silence and noise (default 200)")
     p.add_argument("--max-drop", type=float, default=1.0,
                    help="accuracy points a quantized model may lose before a warning (default 1)")
     p.add_argument("--int8-scheme", default=None, choices=sorted(INT8_SCHEMES),

@@ -10,6 +10,10 @@ from .checks import checked_savedmodel, checked_tflite
 from .clips import ExportData
 from .savedmodel import keras_probabilities
 
+# A user's exports go to their own (git-ignored) folder: in saved_models/, beside the models
+# the repository ships, they showed up as untracked files.
+DEFAULT_FOLDER = Path("exports")
+
 
 def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tflite"),
            quantize: Sequence[str] = ("none", "dynamic", "int8"), data: Optional[ExportData] = None,
@@ -26,7 +30,7 @@ def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tfl
     model, info = artifacts.load_model(model_path, compile=False)
     labels, rate = list(info["labels"]), int(info["sample_rate"])
     samples = int(model.input_shape[-1])
-    out = Path(output) if output else Path("saved_models") / run_name(model_path)
+    out = Path(output) if output else DEFAULT_FOLDER / run_name(model_path)
     formats = list(dict.fromkeys(formats))
     stream_quantize = [q for q in dict.fromkeys(quantize) if q != "none"]
     quantize = list(dict.fromkeys(["none", *quantize])) if "tflite" in formats else []
