@@ -137,6 +137,27 @@ def update_model_info(path, **entries) -> dict:
     return info
 
 
+def missing_model(path) -> FileNotFoundError:
+    """The one wording of every command for a model path that is not there ("model", not
+    "model file": a SavedModel is a folder)."""
+    return FileNotFoundError(f"no model at {path}")
+
+
+def check_output_folder(folder) -> None:
+    """Fail early, in one line, if ``folder`` could not be made or written: before a command
+    computes what it would write there.  Makes nothing (a command that fails later leaves no
+    empty folder behind)."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise NotADirectoryError(f"cannot write to output folder {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write to output folder {folder}: {existing} is not "
+                              "writable")
+
+
 def read_model_info(path) -> dict:
     with zipfile.ZipFile(path) as zf:
         if META_ENTRY not in zf.namelist():
@@ -148,7 +169,7 @@ def load_model(path, compile: bool = True):
     """Return ``(model, info)`` where info has at least ``labels``, ``sample_rate`` and ``input_rate``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
+        raise missing_model(path)
     from .layers import resample  # noqa: F401  registers kws_tf>Resample for deserialization
     model = keras.models.load_model(path, compile=compile)
     info = read_model_info(path)

@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     from .data import open_decoded, resolve_data
     from .metrics import classification_metrics, predict_scores
 
+    if args.output:  # before anything is computed: a bad folder fails in one line, at once
+        artifacts.check_output_folder(args.output)
     model, info = artifacts.load_model(args.model, compile=False)
     root = resolve_data(args.data)
     # Only the split scored needs clips: a folder of test recordings alone is enough.  Batches

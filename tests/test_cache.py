@@ -195,7 +195,7 @@ def test_full_disk_gives_one_error_and_leaves_no_partial_file(root, cache, monke
 def test_unreadable_clip_follows_on_error_with_and_without_cache(root, cache):
     bad = root / "go" / "00000002_nohash_0.wav"  # training
     bad.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt ")  # truncated header
-    with pytest.raises(DataError, match="00000002_nohash_0.wav.*on_error='skip'"):
+    with pytest.raises(DataError, match="00000002_nohash_0.wav.*--on-error skip"):
         open_decoded(root, cache_dir=cache)
     assert _folders(cache) == []  # stopped before decoding anything
     with pytest.warns(DataWarning, match="skipped 1 unreadable"):

@@ -127,3 +127,69 @@ def test_a_torch_column_without_torch_says_which_extra_to_install(monkeypatch):
     res = {}
     sections._torch_inference(res, None, quick=True)
     assert 'pip install -e ".[torch]"' in res["torch eager"]["error"]
+
+
+def _run(main, argv, capsys):
+    from kws_tf import cli
+
+    code = cli.run(main, [str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.err.strip().splitlines(), out.out
+
+
+def test_a_missing_model_is_one_wording_in_every_command(tmp_path, capsys):
+    from kws_tf.evaluate import main as evaluate
+    from kws_tf.export.__main__ import main as export
+
+    for main in (evaluate, export):
+        code, err, _ = _run(main, [tmp_path / "none.keras", "--data", tmp_path], capsys)
+        assert code == 2 and err == [f"error: no model at {tmp_path / 'none.keras'}"]
+
+
+def test_a_bad_output_folder_fails_first_in_one_line(tmp_path, capsys, monkeypatch):
+    from kws_tf import artifacts
+    from kws_tf.evaluate import main as evaluate
+    from kws_tf.export.__main__ import main as export
+
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+
+    def computed(*a, **k):
+        raise AssertionError("computed before the output folder was checked")
+
+    monkeypatch.setattr(artifacts, "load_model", computed)
+    monkeypatch.setattr(artifacts, "read_model_info", computed)
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"")
+    for main in (evaluate, export):
+        code, err, _ = _run(main, [model, "--data", tmp_path, "--output", blocked / "sub"], capsys)
+        assert code == 2 and err == [f"error: cannot write to output folder {blocked / 'sub'}: "
+                                     f"{blocked} is a file"]
+        assert blocked.is_file()
+
+
+def test_data_that_is_a_file_is_called_a_file(tmp_path):
+    from kws_tf.data import DataError, resolve_data
+
+    wav = tmp_path / "full.wav"
+    wav.write_bytes(b"RIFF")
+    with pytest.raises(DataError, match=r"full\.wav is a file, not a dataset folder"):
+        resolve_data(str(wav))
+    with pytest.raises(DataError, match="dataset folder not found"):
+        resolve_data(str(tmp_path / "missing"))
+
+
+def test_skipped_clips_warn_in_one_plain_line(tmp_path, capsys):
+    import warnings
+
+    from kws_tf.data.splits import warn_skipped
+
+    def main(argv):
+        warnings.simplefilter("always")
+        warn_skipped(tmp_path, "training", {"a": "yes/a.wav: truncated WAV"})
+        return 0
+
+    code, err, _ = _run(main, [], capsys)
+    assert code == 0
+    assert err == [f"warning: {tmp_path} training: skipped 1 unreadable clip(s): "
+                   "yes/a.wav: truncated WAV"]

@@ -148,7 +148,7 @@ def mixed_root(tmp_path):
 
 
 def test_unreadable_clip_fails_fast_naming_it(mixed_root):
-    with pytest.raises(DataError, match=r"up/truncated\.wav: truncated WAV .*on_error='skip'"):
+    with pytest.raises(DataError, match=r"up/truncated\.wav: truncated WAV .*--on-error skip"):
         kdata.make_dataset(mixed_root, "training")
 
 

@@ -204,13 +204,13 @@ def test_list_naming_files_that_do_not_exist_says_how_many_and_the_first_three(t
     msg = str(e.value)
     assert msg == (f"{root / 'testing_list.txt'}: 5 lines name no clip: line 2: yes/gone0.wav "
                    "does not exist, line 3: yes/gone1.wav does not exist, line 4: yes/gone2.wav "
-                   "does not exist and 2 more (on_error='skip' ignores them)")
+                   "does not exist and 2 more (--on-error skip ignores them)")
     # one such line is named with its line number, compiler style
     (root / "testing_list.txt").write_text(f"{clips[0]}\n_background_noise_/white.wav\n")
     with pytest.raises(DataError) as e:
         read_splits(root)
     assert str(e.value) == (f"{root / 'testing_list.txt'}:2: _background_noise_/white.wav is "
-                            "not a .wav clip in a word folder (on_error='skip' ignores them)")
+                            "not a .wav clip in a word folder (--on-error skip ignores them)")
     # skip: a warning, and the lines that name clips still count
     with pytest.warns(DataWarning, match="1 line|testing_list.txt:2"):
         s = read_splits(root, on_error="skip")
@@ -347,7 +347,7 @@ def test_require_splits_refuses_a_split_whose_every_clip_was_unreadable(tmp_path
         with pytest.raises(DataError) as e:
             open_decoded(root, cache_dir=tmp_path / "cache", on_error="skip", verbose=False)
     assert str(e.value) == (f"{root}: the validation split has no usable clip: all 1 could not "
-                            "be read (on_error='skip' left them out); training needs one")
+                            "be read (--on-error skip left them out); training needs one")
 
 
 # ------------------------------------------------------------------ the commands, real clips

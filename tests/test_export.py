@@ -186,4 +186,4 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
     assert cli.run(main, [str(tmp_path / "missing.keras"), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: no model file")
+    assert len(err) == 1 and err[0].startswith("error: no model at")

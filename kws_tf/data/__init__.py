@@ -14,7 +14,7 @@ from .cache import DecodedDataset, DecodedSplit, open_decoded
 from .pipeline import (Clips, DataWarning, augment_dataset, load_arrays, make_dataset, read_rows,
                        scan, stream_batches, tf_resample)
 from .splits import (SPLITS, TRAINING_NEEDS, Splits, is_dataset, load_splits, read_splits,
-                     require_splits)
+                     require_folder, require_splits)
 from .synthetic import DEFAULTS as SYNTHETIC_DEFAULTS
 from .synthetic import GENERATOR_VERSION, SynthesisError, synthetic
 
@@ -58,6 +58,5 @@ def resolve_data(arg=None) -> Path:
             synthetic(root, **p)
         return root
     root = Path(arg).expanduser()
-    if not root.is_dir():
-        raise DataError(f"dataset folder not found: {root}")
+    require_folder(root)
     return root

@@ -154,7 +154,7 @@ def open_decoded(root, cache_dir=None, on_error: str = "raise", verbose: bool = 
     skipped = {s: meta["splits"][s]["skipped"] for s in SPLITS}
     bad = {rel: why for s in SPLITS for rel, why in skipped[s].items()}
     if bad and on_error == "raise":
-        raise DataError(f"{next(iter(bad.values()))} (on_error='skip' leaves unreadable clips out)")
+        raise DataError(f"{next(iter(bad.values()))} (--on-error skip leaves unreadable clips out)")
     if bad and not fresh:  # a fresh build with "skip" has warned already, in scan()
         for s in SPLITS:
             warn_skipped(root, s, skipped[s], stacklevel=2)

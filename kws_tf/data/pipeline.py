@@ -65,7 +65,7 @@ def scan(root, split, on_error: str = "raise", allow_empty: bool = False,
                 row = len(converted) - 1
         except DataError as e:
             if on_error == "raise":
-                raise DataError(f"{e} (on_error='skip' leaves unreadable clips out)") from None
+                raise DataError(f"{e} (--on-error skip leaves unreadable clips out)") from None
             skipped[rel] = str(e)
             continue
         files.append(rel)

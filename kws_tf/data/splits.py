@@ -107,11 +107,21 @@ class Splits:
         return f"{name} names no clip that exists"
 
 
+def require_folder(root: Path) -> None:
+    """One line for a dataset path that is no folder: missing, or a file (a WAV given where
+    the folder of word folders goes)."""
+    if root.is_dir():
+        return
+    if root.exists():
+        raise DataError(f"{root} is a file, not a dataset folder (a folder of word folders in "
+                        "the Speech Commands layout)")
+    raise DataError(f"dataset folder not found: {root}")
+
+
 def read_splits(root, on_error: str = "raise") -> Splits:
     """The words and splits of ``root`` (see the module docstring for every folder shape)."""
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"dataset folder not found: {root}")
+    require_folder(root)
     words, not_words = {}, {}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.name.startswith(("_", ".")) or not entry.is_dir():  # follows symlinks
@@ -194,7 +204,7 @@ def _read_list(root: Path, name: str, clips: dict, on_error: str):
             text = f"{path}: {len(bad)} lines name no clip: " + \
                 _shown(bad, lambda b: f"line {b[0]}: {b[1]}")
         if on_error == "raise":
-            raise DataError(f"{text} (on_error='skip' ignores them)")
+            raise DataError(f"{text} (--on-error skip ignores them)")
         warnings.warn(f"{text}; ignored", DataWarning, stacklevel=4)
     if not lines_seen:
         return entries, "empty"
@@ -217,7 +227,7 @@ def require_splits(data, needs: Sequence[str] = TRAINING_NEEDS, purpose: Optiona
             raise DataError(f"{info.root}: the {split} split is empty: {info.why_empty(split)}{tail}")
         if sizes is not None and not sizes.get(split, 0):
             raise DataError(f"{info.root}: the {split} split has no usable clip: all "
-                            f"{len(info.splits[split])} could not be read (on_error='skip' left "
+                            f"{len(info.splits[split])} could not be read (--on-error skip left "
                             f"them out){tail}")
     return info
 

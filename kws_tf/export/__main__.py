@@ -81,7 +81,9 @@ def main(argv=None) -> int:
 
     model_path = Path(args.model)
     if not model_path.is_file():
-        raise FileNotFoundError(f"no model file at {model_path}")
+        raise artifacts.missing_model(model_path)
+    if args.output:  # before the data is read and the files are converted
+        artifacts.check_output_folder(args.output)
     info = artifacts.read_model_info(model_path)
     if "labels" not in info or "input_rate" not in info:
         _, info = artifacts.load_model(model_path, compile=False)
