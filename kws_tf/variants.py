@@ -43,13 +43,17 @@ class Variant:
         return "nll" if self.head == "log_softmax" else "cross_entropy"
 
     def describe(self) -> str:
-        sched = (f", lr x{self.lr_gamma} every {self.lr_step_epochs} epochs"
-                 if self.lr_step_epochs else "")
+        sched = f", lr {self.lr_step()}" if self.lr_step_epochs else ""
         wd = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
         return (f"{self.name}: {len(self.conv_channels)} conv blocks {self.conv_channels}, "
                 f"GRU {self.gru_units}, {self.head}/{self.loss}; "
                 f"{self.optimizer.upper()} lr {self.learning_rate:g}{wd}{sched}, "
                 f"batch {self.batch_size}, {self.epochs} epochs")
+
+    def lr_step(self) -> str:
+        """The StepLR schedule in words: "x0.1 every 20 epochs" ("constant" without one)."""
+        n = self.lr_step_epochs
+        return f"x{self.lr_gamma:g} every {n} epoch{'s' if n != 1 else ''}" if n else "constant"
 
     def replace(self, **changes) -> "Variant":
         return dataclasses.replace(self, **changes)

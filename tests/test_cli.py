@@ -147,7 +147,9 @@ def test_synthetic_data_trains_with_the_synthetic_recipe(tiny_root, tmp_path, mo
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("Synthetic data: ")]
     assert len(line) == 1
     assert (f"gru1 trains with Adam lr 0.01 x0.1 every 1 epoch, batch {R.batch_size}, 1 epoch, "
-            f"augmented (time shift, background noise) instead of the study's SGD lr 0.5, "
+            f"augmented (time shift, background noise) (the lr step scaled to 1 epoch from the "
+            f"recipe's every {R.epochs - R.low_lr_epochs} of {R.epochs} epochs) instead of the "
+            f"study's SGD lr 0.5, "
             f"batch 100, 10 epochs, because") in line[0]
     config = json.loads((out / "config.json").read_text())
     # gru1's study recipe is SGD lr 0.5, batch 100, 10 epochs; --lr and --epochs win.

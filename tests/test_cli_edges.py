@@ -193,3 +193,39 @@ def test_skipped_clips_warn_in_one_plain_line(tmp_path, capsys):
     assert code == 0
     assert err == [f"warning: {tmp_path} training: skipped 1 unreadable clip(s): "
                    "yes/a.wav: truncated WAV"]
+
+
+def test_another_epoch_count_says_the_recipes_lr_step_was_scaled(capsys, monkeypatch):
+    """--epochs 1 with the synthetic recipe (step after epoch 6 of 8): the step moves, the
+    printed lines and config.json say so and keep the recipe's 6; the study's row is printed
+    as published."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from kws_tf.training import FitConfig, fit_loop
+    from kws_tf.training.synthetic_recipe import SYNTHETIC_RECIPE as R, apply_recipe
+
+    lines = []
+    config = FitConfig(epochs=1)
+    v, record = apply_recipe(config, "gru4", {"epochs"}, echo=lines.append)
+    assert v.lr_step_epochs == 1
+    step = R.epochs - R.low_lr_epochs
+    assert (f"x0.1 every 1 epoch, batch {R.batch_size}, 1 epoch, augmented (time shift, background "
+            f"noise) (the lr step scaled to 1 epoch from the recipe's every {step} of {R.epochs} "
+            "epochs) instead of the study's") in lines[0]
+    r = record["synthetic_recipe"]
+    assert r["recipe"]["lr_step_epochs"] == step
+    assert r["lr_step_scaled"] == {"recipe": step, "recipe_epochs": R.epochs, "used": 1,
+                                   "epochs": 1}
+    # The recipe's own epochs: nothing scaled, nothing said.
+    lines.clear()
+    _, record = apply_recipe(FitConfig(), "gru4", echo=lines.append)
+    assert "scaled" not in lines[0] and "lr_step_scaled" not in record["synthetic_recipe"]
+
+    monkeypatch.setattr(fit_loop, "count_trainable_params", lambda model: 1)
+    job = SimpleNamespace(variant=v, config=config, n_train=10, output=Path("run"))
+    fit_loop._print_start(job, None)
+    first, changes = capsys.readouterr().out.splitlines()[:2]
+    assert first.endswith("ADAM lr 0.0001, batch 100, 10 epochs")  # gru4's row: no lr step
+    assert changes.startswith("this run changes the recipe: ") and \
+        changes.endswith("lr x0.1 every 1 epoch")

@@ -77,20 +77,30 @@ def apply_recipe(config, variant, flags_given=(), recipe: SyntheticRecipe = SYNT
         if name not in flags_given:
             setattr(config, name, getattr(recipe, name))
     epochs = config.recipe(study_variant)["epochs"]
+    # The step falls low_lr_epochs before the end, whatever the number of epochs: another
+    # --epochs moves it (the recipe's own step stays in the record, and the line says so).
+    recipe_step = max(1, recipe.epochs - recipe.low_lr_epochs)
     v = study_variant.replace(lr_step_epochs=max(1, epochs - recipe.low_lr_epochs),
                               lr_gamma=recipe.lr_gamma)
+    scaled = v.lr_step_epochs != recipe_step
     ours = {**config.recipe(v), "augment": config.augment,
             "label_smoothing": config.label_smoothing}
     changed = [k for k in ENTRIES if ours[k] != study[k] and k not in flags_given]
     if ours != study:
         flags = "/".join(f for f in FLAGS.values() if f)
-        echo(f"{recipe.subject}: {v.name} trains with {_describe(ours)} instead of the study's "
-             f"{_describe(study)}, because {recipe.why}; {flags} override this, and "
+        note = (f" (the lr step scaled to {_epochs(epochs)} from the recipe's every "
+                f"{recipe_step} of {recipe.epochs} epochs)" if scaled else "")
+        echo(f"{recipe.subject}: {v.name} trains with {_describe(ours)}{note} instead of the "
+             f"study's {_describe(study)}, because {recipe.why}; {flags} override this, and "
              f"{recipe.others}.")
-    record = {"recipe": {k: v_ for k, v_ in dataclasses.asdict(recipe).items()
-                         if k not in ("why", "subject", "others", "record_key")},
+    record = {"recipe": {**{k: v_ for k, v_ in dataclasses.asdict(recipe).items()
+                            if k not in ("why", "subject", "others", "record_key")},
+                         "lr_step_epochs": recipe_step},
               "why": recipe.why, "flags_given": sorted(flags_given),
               "changed": {k: {"study": study[k], "used": ours[k]} for k in changed}}
+    if scaled:
+        record["lr_step_scaled"] = {"recipe": recipe_step, "recipe_epochs": recipe.epochs,
+                                    "used": v.lr_step_epochs, "epochs": epochs}
     return v, {recipe.record_key: record}
 
 
@@ -98,13 +108,17 @@ def _describe(recipe: dict) -> str:
     wd = f" weight decay {recipe['weight_decay']:g}," if recipe["weight_decay"] else ""
     optimizer = recipe["optimizer"].upper() if recipe["optimizer"] == "sgd" else "Adam"
     n = recipe["lr_step_epochs"]
-    step = f" x{recipe['lr_gamma']:g} every {n} epoch{'s' if n != 1 else ''}" if n else ""
+    step = f" x{recipe['lr_gamma']:g} every {_epochs(n)}" if n else ""
     epochs = recipe["epochs"]
     return (f"{optimizer} lr {recipe['learning_rate']:g}{step},{wd} batch {recipe['batch_size']}, "
             f"{epochs} epoch{'s' if epochs != 1 else ''}"
             + (", augmented (time shift, background noise)" if recipe["augment"] else "")
             + (f", label smoothing {recipe['label_smoothing']:g}"
                if recipe.get("label_smoothing") else ""))
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
 
 
 apply_synthetic_recipe = apply_recipe
