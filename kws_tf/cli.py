@@ -7,16 +7,18 @@ import contextlib
 import sys
 import warnings
 
-from .errors import USER_ERRORS
+from .errors import USER_ERRORS, Interrupted
 
 
-TRAINING_INTERRUPTED = "interrupted: the last completed epoch's checkpoint is kept (use --resume)"
+# Before a run folder is known (kws_tf.train says what its folder holds once it is).
+TRAINING_INTERRUPTED = "interrupted: no run folder yet, nothing to resume"
 
 
 def run(main, argv=None, interrupted: str = "interrupted") -> int:
     """Run ``main(argv)``; turn the errors a user can fix into one line on stderr, exit 2.
 
-    Ctrl-C prints ``interrupted`` (commands that train say how to resume) and exits 130.
+    Ctrl-C prints ``interrupted``, or the message of an :class:`~kws_tf.errors.Interrupted`
+    (commands that train say whether and how to resume), and exits 130.
     """
     try:
         with plain_warnings():
@@ -24,8 +26,8 @@ def run(main, argv=None, interrupted: str = "interrupted") -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(str(e) if isinstance(e, Interrupted) and str(e) else interrupted, file=sys.stderr)
         return 130
 
 

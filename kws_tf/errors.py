@@ -18,5 +18,10 @@ class ExportError(ValueError):
     """An export that failed one of its own checks (parity, builtin ops)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what it left behind: cli.run prints the message (a run says whether an
+    epoch's checkpoint is there to resume from)."""
+
+
 # Everything cli.run reports in one line instead of a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, TrainingError)

@@ -79,8 +79,10 @@ def per_class_table(split_metrics) -> str:
     return "\n".join(lines)
 
 
-def summary(variant, sample_rate, metrics, output, data=None, data_root=None) -> str:
-    """The screen a training run ends with: accuracies, what they mean, and what to run next.
+def summary(variant, sample_rate, metrics, output, data=None, data_root=None,
+            with_next: bool = True) -> str:
+    """The screen a training run ends with: accuracies, what they mean, and what to run next
+    (``with_next=False``: not yet, :func:`next_commands` comes after what train does last).
 
     ``data``: the run's ``--data`` argument (None: the downloaded dataset), repeated in the
     next commands; ``data_root``: its folder, where a held-out clip for ``predict`` is found.
@@ -102,6 +104,12 @@ def summary(variant, sample_rate, metrics, output, data=None, data_root=None) ->
                  f"{metrics['train_clips_per_second']:.1f} clips/s on {metrics['cpu']}")
     lines.append(f"files       {output}/ (model.keras, metrics.json, history.csv, "
                  f"training_loss.png, confusion_matrix.png, logs/)")
+    return "\n".join(lines + ([next_commands(output, data, data_root)] if with_next else []))
+
+
+def next_commands(output, data=None, data_root=None) -> str:
+    """The summary's last lines: the commands to run next on the run's model."""
+    lines = []
     model = shlex.quote(str(Path(output) / "model.keras"))
     flag = f" --data {shlex.quote(str(data))}" if data is not None else ""
     lines.append("next        python -m kws_tf.evaluate " + model + flag

@@ -37,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output from its last complete epoch")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap batches per epoch (smoke tests)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.add_argument("--hard-negatives-from", metavar="MODEL",
                    help="with --words: add as _unknown_ the windows of training-split recordings "
                         "where MODEL (a trained spotter) fires on no command word "
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     prepare_process(args.reuse_cpu_memory, args.mixed_precision)  # before TensorFlow runs anything
     make_strategy(args.strategy)  # multiworker: before TensorFlow runs anything
     from .data import require_splits, resolve_data
-    from .training import check_output_dir, default_output, fit, load_training_data
+    from .training import check_output_dir, default_output
     from pathlib import Path
 
     output = Path(args.output) if args.output else default_output(variant.name, args.sample_rate)
@@ -86,6 +86,20 @@ def main(argv=None) -> int:
         from .training.words_recipe import WORDS_RECIPE
 
         variant, extra = apply_recipe(config, variant, flags_given(args), WORDS_RECIPE)
+    try:
+        _train(args, variant, root, output, config, extra)
+    except KeyboardInterrupt:  # say what the folder holds: a checkpoint to resume, or nothing
+        from .errors import Interrupted
+        from .training.run_folder import interrupted_message
+
+        raise Interrupted(interrupted_message(output)) from None
+    return 0
+
+
+def _train(args, variant, root, output, config, extra) -> None:
+    """Load, fit, summarise, choose the decision settings, then name the next commands."""
+    from .training import fit, load_training_data
+
     data = load_training_data(root, args.sample_rate, on_error=args.on_error,
                               cache_dir=args.cache_dir)
     data, task = word_task_data(data, args.words, args.silence_percentage,  # --words: 12 labels
@@ -98,19 +112,24 @@ def main(argv=None) -> int:
         task = {**task, **mined}
     run = fit(variant, data, config, output=output, resume=args.resume,
               extra_config={**(extra or {}), **task})
-    from .reports import summary
+    from .reports import next_commands, summary
 
     print(summary(variant.name, args.sample_rate, run.metrics, run.output, data=args.data,
-                  data_root=root))
+                  data_root=root, with_next=False))
     if args.decision and run.metrics:  # the chief: decision settings for predict --stream, listen
-        from .detection.choose import choose_for_model, describe
+        from .detection.choose import choose_for_model, describe, finds_nothing
 
         chosen = choose_for_model(run.output / "model.keras", root, cache_dir=args.cache_dir,
-                                  on_error=args.on_error)
-        print(describe(chosen) if chosen else
-              "decision settings: no validation clip of the command words to choose them on; "
-              "predict --stream and listen use kws_tf's defaults")
-    return 0
+                                  on_error=args.on_error,
+                                  log=None if args.quiet else lambda line: print(line, flush=True))
+        if chosen and finds_nothing(chosen):
+            print(describe(chosen), file=sys.stderr)
+        else:
+            print(describe(chosen) if chosen else
+                  "decision settings: no validation clip of the command words to choose them "
+                  "on; predict --stream and listen use kws_tf's defaults")
+    if run.metrics:  # last: what to run on the model once everything above is done
+        print(next_commands(run.output, data=args.data, data_root=root))
 
 
 if __name__ == "__main__":

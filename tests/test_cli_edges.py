@@ -229,3 +229,144 @@ def test_another_epoch_count_says_the_recipes_lr_step_was_scaled(capsys, monkeyp
     assert first.endswith("ADAM lr 0.0001, batch 100, 10 epochs")  # gru4's row: no lr step
     assert changes.startswith("this run changes the recipe: ") and \
         changes.endswith("lr x0.1 every 1 epoch")
+
+
+class DeafScorer:
+    """A model that learned nothing: every window is silence."""
+
+    sample_rate = 16000
+    labels = ["_silence_", "_unknown_", "down", "go", "yes"]
+
+    def probabilities(self, x):
+        import numpy as np
+
+        p = np.full((len(x), len(self.labels)), 0.01)
+        p[:, 0] = 0.96
+        return p
+
+
+def test_settings_that_find_nothing_are_not_stored(tiny_root, tmp_path, monkeypatch):
+    from conftest import tiny_variant
+    from kws_tf import artifacts
+    from kws_tf.detection import choose
+    from kws_tf.inference import scorers
+    from kws_tf.models import build_model
+
+    path = artifacts.save_model(build_model(tiny_variant(), 8000, num_classes=5),
+                                tmp_path / "m.keras", DeafScorer.labels)
+    monkeypatch.setattr(scorers, "load_scorer", lambda p: DeafScorer())
+    progress = []
+    chosen = choose.choose_for_model(path, tiny_root, log=progress.append)
+    assert chosen["decision_chosen"]["miss_rate"] == 1.0 and choose.finds_nothing(chosen)
+    assert "decision" not in artifacts.read_model_info(path)  # nothing that can never fire
+    assert choose.describe(chosen).startswith("warning: no decision setting found a command word")
+    assert [line.split(":")[1].split()[0] for line in progress] == ["building", "scoring", "trying"]
+
+
+def _fake_run(tmp_path, monkeypatch, fit):
+    """kws_tf.train's main with data loading and fit() swapped out: no training."""
+    import kws_tf.training as training
+    from conftest import tiny_data
+
+    monkeypatch.setattr(training, "load_training_data", lambda *a, **k: tiny_data(None, 8000))
+    monkeypatch.setattr(training, "fit", fit)
+
+
+def test_train_prints_the_decision_step_then_the_next_commands_last(tiny_root, tmp_path,
+                                                                    monkeypatch, capsys):
+    from kws_tf.detection import choose
+    from kws_tf.train import main
+    from kws_tf.training import Run
+
+    out = tmp_path / "run"
+    split = {"accuracy": 0.1, "loss": 3.0, "clips": 9}
+    metrics = {"validation": split, "testing": split, "best_epoch": 1, "epochs_run": 1,
+               "train_seconds": 1.0, "train_clips_per_second": 1.0, "cpu": "a CPU"}
+    _fake_run(tmp_path, monkeypatch, lambda *a, output, **k: Run(output, None, [], [], 1, metrics))
+
+    def deaf(model_path, root, log=None, **kw):
+        log("decision settings: scoring ...")
+        return {"decision": {"threshold": 0.995, "average": 0.5, "suppression": 1.0},
+                "decision_chosen": {"hours": 1.5, "miss_rate": 1.0, "false_alarms_per_hour": 0.0}}
+
+    monkeypatch.setattr(choose, "choose_for_model", deaf)
+    code, err, printed = _run(main, ["gru1", "--data", tiny_root, "--output", out], capsys)
+    assert code == 0
+    assert [e for e in err if e.startswith("warning:")] == [
+        "warning: no decision setting found a command word on 1.5 h of validation recordings "
+        "(miss rate 100 %): the model has not learned the words; nothing stored, predict "
+        "--stream and listen use kws_tf's defaults"]
+    lines = printed.splitlines()
+    first_next = next(i for i, ln in enumerate(lines) if ln.startswith("next "))
+    assert lines.index("decision settings: scoring ...") < first_next
+    assert all(ln.startswith("            python -m kws_tf.") for ln in lines[first_next + 1:])
+
+
+def test_ctrl_c_says_whether_a_checkpoint_is_there_to_resume(tiny_root, tmp_path, monkeypatch,
+                                                             capsys):
+    import json
+
+    from kws_tf.train import main
+
+    out = tmp_path / "run"
+    epochs_done = []
+
+    def interrupted_fit(*a, output, **k):
+        if epochs_done:
+            (output / "checkpoints").mkdir(parents=True)
+            (output / "checkpoints" / "state.json").write_text(json.dumps({"epoch": 2}))
+        raise KeyboardInterrupt
+
+    _fake_run(tmp_path, monkeypatch, interrupted_fit)
+    argv = ["gru1", "--data", tiny_root, "--output", out]
+    code, err, _ = _run(main, argv, capsys)
+    assert code == 130 and err == ["interrupted before the first epoch ended: no checkpoint to "
+                                   "resume from; run the same command again to start over"]
+    epochs_done.append(2)
+    code, err, _ = _run(main, argv, capsys)
+    assert code == 130 and err == [
+        f"interrupted: epoch 2's checkpoint is kept in {out / 'checkpoints'}; continue with the "
+        f"same command plus --resume --output {out}"]
+
+
+def test_training_log_off_a_terminal_is_plain_lines(tmp_path, capsys):
+    """stdout to a file (capsys is no terminal): one plain line per epoch, no ANSI codes or
+    carriage returns; the first step says it compiles; a new run drops an interrupted
+    attempt's TensorBoard file."""
+    from conftest import tiny_data, tiny_variant
+    from kws_tf.training import FitConfig, fit
+
+    stale = tmp_path / "logs" / "train" / "events.out.tfevents.1.interrupted"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"")
+    fit(tiny_variant(), tiny_data(None, 8000), FitConfig(sample_rate=8000, epochs=2, batch_size=20,
+                                                         jit_compile=False), output=tmp_path)
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\r" not in printed and "\b" not in printed
+    lines = printed.splitlines()
+    i = lines.index("Epoch 1/2")
+    assert lines[i + 1] == "compiling the training step (the first step waits for it) ..."
+    assert lines[i + 2].startswith("first training step done")
+    assert re.match(r"2/2 - \d+s - .*accuracy", lines[i + 3])
+    assert lines[i + 4] == "Epoch 2/2" and re.match(r"2/2 - \d+s", lines[i + 5])
+    assert not stale.exists()
+    assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))
+
+
+def test_first_step_on_a_terminal_says_compiling_not_an_eta(monkeypatch, capsys):
+    import time
+
+    from kws_tf.training import callbacks
+
+    monkeypatch.setattr(callbacks, "stdout_is_terminal", lambda: True)
+    bar = callbacks.EpochProgbar(3)
+    bar.set_params({"verbose": 1, "epochs": 1, "steps": 50})
+    bar.on_train_begin()
+    bar.on_epoch_begin(0)
+    bar.on_train_batch_end(0, {"loss": 1.0})
+    printed = capsys.readouterr().out
+    assert printed.endswith("compiling the training step (the first step waits for it) ...")
+    assert "ETA" not in printed and "━" not in printed  # no bar, no ETA from the compile
+    time.sleep(bar.progbar.interval)  # Keras redraws at most every 0.05 s
+    bar.on_train_batch_end(1, {"loss": 1.0})
+    assert "2/50" in capsys.readouterr().out  # the bar from step 2 on

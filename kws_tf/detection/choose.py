@@ -36,24 +36,32 @@ def spotted_words(labels: Sequence[str], commands: Optional[Sequence[str]] = Non
 
 def choose_decision(scorer, root, commands: Optional[Sequence[str]] = None,
                     max_fa_per_hour: float = MAX_FA_PER_HOUR, hop: float = HOP_SECONDS,
-                    seed: int = 0, cache_dir=None, on_error: str = "raise") -> Optional[dict]:
+                    seed: int = 0, cache_dir=None, on_error: str = "raise",
+                    log=None) -> Optional[dict]:
     """``{"decision": {threshold, average, suppression[, words]}, "decision_chosen": how}``.
 
     A spotter (a model with ``_silence_``/``_unknown_``) spots its words; a model of every
     word (the study's task) spots ``commands`` (default: the ten command words it has), the
     other words' probabilities summed into ``_unknown_``, and its decision names them
     (``words``).  None where there is nothing to choose on: none of the words among the
-    model's labels or the validation clips."""
+    model's labels or the validation clips.  ``log`` (a print-like callable) hears each stage:
+    the whole takes a minute or so on the subset."""
+    log = log or (lambda line: None)
     labels = list(scorer.labels)
     words = spotted_words(labels, commands)
     if not words:
         return None
     view = KeywordView(scorer, words)
+    log("decision settings: building recordings from the validation split ...")
     recordings = _validation_recordings(root, words, seed, cache_dir, on_error)
     if recordings is None:
         return None
     recordings, passes = recordings
+    hours = sum(rec.seconds for rec in recordings) / 3600
+    log(f"decision settings: scoring {len(recordings)} recordings ({hours:.1f} h) in 1 s windows "
+        f"every {hop:g} s ...")
     scored = score_windows(view, recordings, hop)
+    log("decision settings: trying thresholds, averaging and suppression ...")
     setting, _ = choose_setting(scored, view.labels, TOLERANCE, max_fa_per_hour)
     r = evaluate_setting(scored, view.labels, setting, TOLERANCE)
     if view.labels != labels:
@@ -84,9 +92,20 @@ def _validation_recordings(root, words, seed, cache_dir, on_error="raise"):
     return recordings, passes
 
 
+def finds_nothing(chosen: dict) -> bool:
+    """Settings under which the model found no command word of the validation recordings (a
+    run that learned nothing): they would never fire, so they are not stored."""
+    return chosen["decision_chosen"]["miss_rate"] >= 1.0
+
+
 def describe(chosen: dict) -> str:
-    """One line: the settings and what they gave on validation."""
+    """One line: the settings and what they gave on validation (a ``warning:`` line where
+    they find nothing)."""
     d, how = chosen["decision"], chosen["decision_chosen"]
+    if finds_nothing(chosen):
+        return (f"warning: no decision setting found a command word on {how['hours']:.1f} h of "
+                "validation recordings (miss rate 100 %): the model has not learned the words; "
+                "nothing stored, predict --stream and listen use kws_tf's defaults")
     words = (f" spotting {','.join(d['words'])} (the other words as _unknown_)"
              if d.get("words") else "")
     return (f"decision settings chosen on {how['hours']:.1f} h of validation recordings{words} "
@@ -97,15 +116,16 @@ def describe(chosen: dict) -> str:
 
 
 def choose_for_model(model_path, root, commands=None, cache_dir=None,
-                     on_error: str = "raise") -> Optional[dict]:
+                     on_error: str = "raise", log=None) -> Optional[dict]:
     """Choose a saved model's decision settings on ``root``'s validation recordings and store
     them in its info (``decision``, ``decision_chosen``); None (nothing stored) where
-    :func:`choose_decision` has nothing to choose on."""
+    :func:`choose_decision` has nothing to choose on.  Settings that find nothing are returned
+    (to be described) but not stored."""
     from .. import artifacts
     from ..inference.scorers import load_scorer
 
     chosen = choose_decision(load_scorer(model_path), root, commands, cache_dir=cache_dir,
-                             on_error=on_error)
-    if chosen:
+                             on_error=on_error, log=log)
+    if chosen and not finds_nothing(chosen):
         artifacts.update_model_info(model_path, **chosen)
     return chosen

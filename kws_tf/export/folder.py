@@ -77,11 +77,14 @@ def _with_decision(model_path, info: dict, root, log) -> dict:
     validation recordings, for the streaming files' metadata (model.keras stays as it is)."""
     if info.get("decision") or not root:
         return info
-    from ..detection.choose import choose_decision, describe
+    from ..detection.choose import choose_decision, describe, finds_nothing
     from ..inference.scorers import load_scorer
 
     chosen = choose_decision(load_scorer(model_path), root)
     if not chosen:
+        return info
+    if finds_nothing(chosen):  # settings that never fire: the streaming files go without
+        log("  " + describe(chosen).replace("nothing stored", "none stored in the streaming files"))
         return info
     chosen["decision_chosen"]["by"] = "export"
     log("  " + describe(chosen).replace("stored in the model", "stored in the streaming files"))

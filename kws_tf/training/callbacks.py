@@ -3,6 +3,7 @@ notice, an epoch-numbered progress bar."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import keras
@@ -64,8 +65,9 @@ class FirstStepNotice(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if not self.done:
             self.done = True
-            print(f"\nfirst training step done {process_seconds():.1f} s after start "
-                  f"(start-up, data, compile)", flush=True)
+            # On a terminal the line follows EpochProgbar's "compiling ..." (no newline yet).
+            print(f"{chr(10) if stdout_is_terminal() else ''}first training step done "
+                  f"{process_seconds():.1f} s after start (start-up, data, compile)", flush=True)
 
 
 def process_seconds() -> float:
@@ -83,13 +85,48 @@ def process_seconds() -> float:
 _IMPORTED = time.perf_counter()
 
 
+def stdout_is_terminal() -> bool:
+    return hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
+
+
+COMPILING = "compiling the training step (the first step waits for it) ..."
+
+
 class EpochProgbar(keras.callbacks.ProgbarLogger):
-    """Keras' progress bar, headed "Epoch 4/15" although fit() runs one epoch per call."""
+    """Keras' progress bar, headed "Epoch 4/15" although fit() runs one epoch per call.
+
+    Two changes to Keras' bar.  Its ETA after the first step is that step's time x the steps
+    left, and the first step of a run includes compiling it (XLA): a 19-minute ETA for a
+    1-minute epoch.  So the first step draws no bar, the line says "compiling" instead, and the
+    bar starts at step 2, timed from step 1's end as Keras does.  And Keras redraws the bar with
+    ANSI codes and backspaces even when stdout is a file (it counts any POSIX system as a
+    terminal): a log became one multi-KB line per epoch.  Off a terminal it prints Keras'
+    verbose=2 line per epoch instead.
+    """
 
     def __init__(self, total_epochs: int):
         super().__init__()
         self.total_epochs = total_epochs
+        self.compiled = False  # the first fit() call of this run compiles the step
 
     def set_params(self, params):
         super().set_params(params)
         self.epochs = self.total_epochs
+        if self.verbose == 1 and not stdout_is_terminal():
+            self.verbose = 2
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        if self.verbose and not self.compiled:
+            # On a terminal the bar's first redraw (a carriage return) replaces this line.
+            print(COMPILING, end="" if stdout_is_terminal() else "\n", flush=True)
+
+    def _update_progbar(self, batch, logs=None):
+        if batch == 0 and self.verbose == 1:
+            self._maybe_init_progbar()
+            self.progbar.verbose = 0  # times the step (later ETAs leave it out), draws nothing
+            super()._update_progbar(batch, logs)
+            self.progbar.verbose = 1
+        else:
+            super()._update_progbar(batch, logs)
+        self.compiled = True

@@ -299,6 +299,8 @@ def _resume_or_build(job: FitJob, resume: bool):
         print(f"Nothing to resume in {output}: starting a new run")
     if (output / "model.keras").exists() or state_path.exists():
         raise TrainingError(f"{output} already holds a run; pass --resume or another --output")
+    if job.chief:
+        run_folder.clear_stale_logs(output)
     keras.utils.set_random_seed(config.seed)
     with distribute.scope(job.strategy):
         model = build_model(v, config.sample_rate, num_classes=len(job.data.labels),

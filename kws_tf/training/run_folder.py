@@ -3,6 +3,8 @@ commit (checkpoint first, then ``state.json``) that lets a killed run resume whe
 from __future__ import annotations
 
 import datetime
+import json
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -45,3 +47,27 @@ def commit_epoch(model, ckpt_dir: Path, state: dict, epoch: int, improved: bool,
     for old in ckpt_dir.glob("epoch-*.keras"):
         if old.name not in keep:
             old.unlink()
+
+
+def interrupted_message(output: Path) -> str:
+    """What Ctrl-C left in the run folder ``output``, and what to run next: the last
+    completed epoch's checkpoint, the finished model, or nothing to resume."""
+    output = Path(output)
+    folder = shlex.quote(str(output))
+    if (output / "model.keras").exists():
+        return (f"interrupted after training finished: the model is {output / 'model.keras'} "
+                "(without decision settings: predict --stream and listen use kws_tf's defaults)")
+    try:
+        epoch = json.loads((output / "checkpoints" / "state.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return ("interrupted before the first epoch ended: no checkpoint to resume from; run "
+                "the same command again to start over")
+    return (f"interrupted: epoch {epoch}'s checkpoint is kept in {output / 'checkpoints'}; "
+            f"continue with the same command plus --resume --output {folder}")
+
+
+def clear_stale_logs(output: Path) -> None:
+    """A new run in a folder without a checkpoint: TensorBoard files there are an interrupted
+    attempt's, which would show beside (and tangle with) this run's curves."""
+    for old in (Path(output) / "logs").glob("*/events.out.tfevents.*"):
+        old.unlink()
