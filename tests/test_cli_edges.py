@@ -370,3 +370,15 @@ def test_first_step_on_a_terminal_says_compiling_not_an_eta(monkeypatch, capsys)
     time.sleep(bar.progbar.interval)  # Keras redraws at most every 0.05 s
     bar.on_train_batch_end(1, {"loss": 1.0})
     assert "2/50" in capsys.readouterr().out  # the bar from step 2 on
+
+
+def test_export_lines_align_and_a_negative_drop_is_a_gain():
+    from kws_tf.export.card import file_line, versus_float
+    from kws_tf.export.stream import STREAM_FILES
+    from kws_tf.export.tflite_convert import TFLITE_FILES
+
+    names = ["savedmodel", *TFLITE_FILES.values(), *STREAM_FILES.values()]
+    columns = {file_line(n, 1e6, "rest").index(" MB") for n in names}
+    assert len(columns) == 1  # the size column is where it is on every line
+    assert versus_float(-0.36) == "accuracy gain vs float 0.36 points"
+    assert versus_float(1.5) == "accuracy drop vs float 1.50 points"

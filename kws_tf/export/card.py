@@ -8,6 +8,23 @@ from pathlib import Path
 from ..platform.machine import environment
 
 
+# The longest name an export prints (model_stream_float32.tflite): every line pads its file
+# name to it, so that sizes and accuracies of the window and streaming files line up.
+NAME_WIDTH = 27
+
+
+def file_line(name: str, size_bytes: float, rest: str) -> str:
+    """One printed line of an export: file name, size, then what its checks found."""
+    return f"  {name:{NAME_WIDTH}s} {size_bytes / 1e6:7.2f} MB  {rest}"
+
+
+def versus_float(drop_points: float) -> str:
+    """A quantized file against the float one: a negative drop is a gain, said as one."""
+    if drop_points < 0:
+        return f"accuracy gain vs float {-drop_points:.2f} points"
+    return f"accuracy drop vs float {drop_points:.2f} points"
+
+
 def run_name(model_path) -> str:
     """``runs/gru1-16k-2026.../model.keras`` -> ``gru1-16k-2026...``; other files: their stem."""
     p = Path(model_path).resolve()

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import ExportError
 from ..inference.scorers import SavedModelRunner
+from .card import file_line, versus_float
 from .clips import ExportData
 from .savedmodel import export_savedmodel
 from .tflite_convert import TFLITE_FILES, convert_tflite
@@ -43,8 +44,8 @@ def checked_savedmodel(model, labels, out: Path, data: ExportData, reference, lo
     if labels_out != [labels[i] for i in reference[:4].argmax(-1)]:
         raise ExportError(f"the SavedModel's label output {labels_out} does not match its probabilities")
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-    log(f"  savedmodel            {size / 1e6:7.2f} MB  parity max|diff| {parity['max_abs_diff']:.2e}, "
-        f"same top-1 on {parity['clips']} clips  -> {dest}")
+    log(file_line("savedmodel", size, f"parity max|diff| {parity['max_abs_diff']:.2e}, "
+                                      f"same top-1 on {parity['clips']} clips  -> {dest}"))
     return {"path": "savedmodel", "size_bytes": size, "signature": "serving_default", "parity": parity}
 
 
@@ -66,7 +67,7 @@ def checked_tflite(model, q: str, out: Path, data: ExportData, reference, accura
     else:
         entry.update(accuracy_drop(accuracy, acc, max_drop))
         drop = entry["accuracy_drop_points"]
-        line = f"accuracy drop vs float {drop:+.2f} points"
+        line = versus_float(drop)
         if q in ("int8", "int16x8"):
             entry.update({k: notes[k] for k in (f"{q}_mode", "float_ops", "float_ops_note",
                                                  "int8_scheme") if k in notes})
@@ -74,7 +75,7 @@ def checked_tflite(model, q: str, out: Path, data: ExportData, reference, accura
                 line += f"; float ops kept: {notes['float_ops']}"
     with artifacts.atomic_path(out / TFLITE_FILES[q]) as tmp:
         tmp.write_bytes(content)
-    log(f"  {TFLITE_FILES[q]:21s} {len(content) / 1e6:7.2f} MB  {data.split} accuracy {acc:.4f}  {line}")
+    log(file_line(TFLITE_FILES[q], len(content), f"{data.split} accuracy {acc:.4f}  {line}"))
     if q != "none" and not entry["within_tolerance"]:
         hint = ("; --quantize int16x8 keeps int16 activations and usually float accuracy"
                 if q == "int8" else "")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .card import NAME_WIDTH, file_line, versus_float
 from .checks import accuracy_drop, check_parity
 from .clips import ExportData
 from .metadata import add_metadata, stream_metadata
@@ -35,7 +36,7 @@ def export_streaming(model, info: dict, out: Path, quantize, data: ExportData, c
         "path": STREAM_KERAS, "size_bytes": (out / STREAM_KERAS).stat().st_size,
         f"{data.split}_accuracy": accuracy["keras"], "clips": int(len(data.labels))}
     card["streaming"] = {k: v for k, v in meta.items() if k != "quantization"}
-    log(f"  {STREAM_KERAS:27s} hop {sinfo['hop']} samples ({meta['hop_seconds'] * 1000:g} ms, "
+    log(f"  {STREAM_KERAS:{NAME_WIDTH}s} hop {sinfo['hop']} samples ({meta['hop_seconds'] * 1000:g} ms, "
         f"{sinfo['hop_strides']} stride(s)), {packets.shape[1]} packets per clip, "
         f"{data.split} accuracy {accuracy['keras']:.4f}; decision settings: "
         f"{meta['decision_source']}")
@@ -84,10 +85,10 @@ def _checked_stream_tflite(unrolled, sinfo, q, feeds, meta, out, data, packets, 
         drop = entry["accuracy_drop_points"]
         entry.update({k: notes[k] for k in notes if k.endswith("_mode") or k.startswith(
             "float_ops") or k == "int8_scheme"})
-        line = f"accuracy drop vs float {drop:+.2f} points"
+        line = versus_float(drop)
     with artifacts.atomic_path(out / name) as tmp:
         tmp.write_bytes(content)
-    log(f"  {name:27s} {len(content) / 1e6:7.2f} MB  {data.split} accuracy {acc:.4f}  {line}")
+    log(file_line(name, len(content), f"{data.split} accuracy {acc:.4f}  {line}"))
     if q != "none" and not entry["within_tolerance"]:
         log(f"  WARNING: {name} loses {drop:.2f} points of accuracy (limit {max_drop:g})")
     return entry
