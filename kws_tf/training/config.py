@@ -7,7 +7,7 @@ from typing import Optional
 
 import keras
 
-from ..variants import Variant
+from ..variants import VARIANTS, Variant
 
 
 @dataclasses.dataclass
@@ -96,6 +96,26 @@ class FitConfig:
         """Only the recipe entries this config changed (recorded in config.json)."""
         base = FitConfig().recipe(variant)
         return {k: v for k, v in self.recipe(variant).items() if base[k] != v}
+
+    def start_lines(self, v: Variant) -> list:
+        """The lines a run starts with: the variant as the study published it, what this run
+        changes, and what else it trains with."""
+        changed = self.overrides(v)
+        # A recipe (synthetic data, --words) trains a copy of the study's variant with its own
+        # lr step: the study's row as published, the step among the run's changes.
+        study = VARIANTS.get(v.name)
+        if study is not None and v != study and v == study.replace(
+                lr_step_epochs=v.lr_step_epochs, lr_gamma=v.lr_gamma):
+            changed, v = {**changed, "lr": v.lr_step()}, study
+        lines = [v.describe() + ("\nthis run changes the recipe: "
+                                 + ", ".join(f"{k} {val}" for k, val in changed.items())
+                                 if changed else "")]
+        extras = [f"{name} {value:g}" for name, value in (
+            ("partial negatives", self.partial_negatives),
+            ("label smoothing", self.label_smoothing)) if value]
+        if self.noise_dbfs:
+            extras.append("background noise at {:g} to {:g} dBFS".format(*self.noise_dbfs))
+        return lines + (["this run also trains with " + ", ".join(extras)] if extras else [])
 
 
 @dataclasses.dataclass

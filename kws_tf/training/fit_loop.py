@@ -26,7 +26,7 @@ from ..models import (INITIALIZATIONS, build_model, count_trainable_params,
 from ..platform import xla_clusters
 from ..platform.cpu_memory import reuse_cpu_memory
 from ..platform.machine import bf16_flags, cpu_model, environment
-from ..variants import SAMPLE_RATES, VARIANTS, Variant, get_variant
+from ..variants import SAMPLE_RATES, Variant, get_variant
 from . import run_folder
 from .batches import TrainingData, eval_batches, train_batches
 from .callbacks import BatchLossLog, EpochProgbar, FirstStepNotice, StepTime
@@ -161,27 +161,9 @@ def fit(variant, data: TrainingData, config: FitConfig = None, output=None, resu
 
 def _print_start(job: "FitJob", model) -> None:
     """What the run trains: the variant, what it changes, its size and folder."""
-    v, config = job.variant, job.config
-    changed = config.overrides(v)
-    # A recipe (synthetic data, --words) trains a copy of the study's variant with its own lr
-    # step: print the study's row as published and the step among the run's changes.
-    study = VARIANTS.get(v.name)
-    if study is not None and v == study.replace(lr_step_epochs=v.lr_step_epochs,
-                                                lr_gamma=v.lr_gamma) and v != study:
-        changed = {**changed, "lr": v.lr_step()}
-        v = study
-    print(v.describe() + ("\nthis run changes the recipe: "
-                          + ", ".join(f"{k} {val}" for k, val in changed.items())
-                          if changed else ""))
-    extras = [f"{name} {value:g}" for name, value in (
-        ("partial negatives", config.partial_negatives),
-        ("label smoothing", config.label_smoothing)) if value]
-    if config.noise_dbfs:
-        extras.append("background noise at {:g} to {:g} dBFS".format(*config.noise_dbfs))
-    if extras:
-        print("this run also trains with " + ", ".join(extras))
+    print("\n".join(job.config.start_lines(job.variant)))
     print(f"{count_trainable_params(model):,} trainable parameters; "
-          f"{job.n_train} training clips at {config.sample_rate} Hz; run folder {job.output}")
+          f"{job.n_train} training clips at {job.config.sample_rate} Hz; run folder {job.output}")
 
 
 def _check_stream_training(config: FitConfig, data: TrainingData) -> None:
