@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .columns import MALLOC_ENV
+from .columns import MALLOC_ENV, TORCH_MISSING, torch_installed
 from .train_speed import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,9 @@ def bench_steadiness(processes: int, epochs: int, bf16: bool, log, src: Path = S
     runs = {m: [] for m in modes}
     torch = {m: [] for m in modes}
     tmp = Path(tempfile.mkdtemp(prefix="kws-steadiness-"))
-    worker = Worker("torch", MALLOC_ENV)
+    worker = Worker("torch", MALLOC_ENV) if torch_installed() else None
+    if worker is None:  # the CLI's epochs still run; the PyTorch column beside them does not
+        log(f"  no PyTorch column: {TORCH_MISSING}")
     try:
         data = make_mini(src, tmp / "data")
         for p in range(processes):
@@ -124,12 +126,13 @@ def bench_steadiness(processes: int, epochs: int, bf16: bool, log, src: Path = S
                     f"  process {p + 1}/{processes} {mode}: FAILED {run['error'][-300:]}")
                 cfg = {"variant": "gru4", "sample_rate": 16000, "input_rate": None,
                        "batch": BATCH, "steps": TRAIN_CLIPS // BATCH, "options": opts}
-                for _ in range(epochs - 1):
+                for _ in range(epochs - 1 if worker else 0):
                     rep = worker.ask({"config": cfg, "warmup": 1})
                     if rep["ok"]:
                         torch[mode].append(rep["clips_per_s"])
     finally:
-        worker.close()
+        if worker:
+            worker.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return [summarise(m, runs[m], torch[m]) for m in modes]
 
