@@ -134,11 +134,15 @@ async function start() {
       'from localhost or https (python -m kws_tf.web MODEL --serve).');
   }
   $('start').disabled = true;
+  // the worklet is ready before the microphone opens, so little of its first audio is lost
+  const context = new AudioContext();
+  await context.audioWorklet.addModule('worklet.js');
   let stream;
   try {
     stream = await navigator.mediaDevices.getUserMedia(
       {audio: {channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false}});
   } catch (e) {
+    context.close();
     $('start').disabled = false;
     if (e.name === 'NotAllowedError' || e.name === 'SecurityError') {
       return showError('mic-denied', 'Microphone access was denied: allow it for this page ' +
@@ -149,8 +153,6 @@ async function start() {
     }
     return showError('mic', `The microphone could not be opened: ${e.name}: ${e.message}`);
   }
-  const context = new AudioContext();
-  await context.audioWorklet.addModule('worklet.js');
   const node = new AudioWorkletNode(context, 'kws-capture',
     {processorOptions: {hop: kws.meta.hop, rate: RATE}, numberOfInputs: 1, numberOfOutputs: 1});
   await queue;
