@@ -17,6 +17,7 @@ import os
 import shutil
 import threading
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,13 +43,16 @@ def _missing(why: str):
 
 
 @pytest.fixture(scope="session")
-def web_export(trained):
+def web_export(request):
     """The small model's streaming files (float32 and int8), without choosing decision
-    settings on recordings (source None): the tests pass their own."""
+    settings on recordings (source None): the tests pass their own.  KWS_TF_WEB_EXPORT=FOLDER
+    runs the file on another export instead (the shipped spotter, for docs/web.png)."""
     import _small_kws
     from kws_tf.export import export
 
-    run_dir, data, _ = trained
+    if os.environ.get("KWS_TF_WEB_EXPORT"):
+        return Path(os.environ["KWS_TF_WEB_EXPORT"]).resolve()
+    run_dir, data, _ = request.getfixturevalue("trained")
     out = run_dir.parent / "web-export"
     if not (out / "model_stream_int8.tflite").is_file():
         export_data = dataclasses.replace(_small_kws.export_data(data), source=None)
@@ -258,6 +262,35 @@ def test_decision_js_equals_the_python_rule(site, browser):
         context.close()
 
 
+def test_page_resampler_keeps_the_speech_band(site, browser):
+    """audio.js's Resampler (the worklet's), 44.1 and 48 kHz to 16 kHz in the worklet's
+    128-sample blocks, against kws_tf's resampler on the whole signal: a signal below 6 kHz
+    comes through, aligned (no delay) and at the same level."""
+    from kws_tf.data.audio import resample
+
+    _, url = site
+    context, page = _open(browser, url)
+    try:
+        for rate in (44100, 48000):
+            t = np.arange(rate) / rate
+            rng = np.random.default_rng(rate)
+            x = sum(rng.uniform(0.05, 0.15) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6))
+                    for f in rng.uniform(80, 6000, 12)).astype(np.float32)
+            got = np.array(page.evaluate("""async ([x, rate]) => {
+                const {Resampler} = await import('./audio.js');
+                const r = new Resampler(rate, 16000), out = [];
+                for (let i = 0; i < x.length; i += 128) out.push(...r.push(Float32Array.from(x.slice(i, i + 128))));
+                return out;
+            }""", [x.tolist(), rate]))
+            want = np.asarray(resample(x[None], rate, 16000))[0]
+            n = min(len(got), len(want)) - 200  # the stream holds back its last taps' worth
+            assert n > 15000
+            err = np.abs(got[200:n] - want[200:n]).max() / np.abs(want).max()
+            assert err < 0.01, (rate, err)
+    finally:
+        context.close()
+
+
 def test_microphone_path_names_the_words_listen_names(site, browser, recording):
     """Chromium's fake microphone plays the recording (16 kHz, resampled by the browser to the
     AudioContext's rate and by the page back to 16 kHz); the page's detections name the same
@@ -418,3 +451,36 @@ def test_server_serves_the_folder_with_wasm_and_module_types(site):
         assert r.headers["Content-Type"] == "text/javascript"
     with urllib.request.urlopen(url) as r:
         assert b'<script type="importmap">' in r.read()
+
+
+def test_serve_prints_the_url_serves_and_cleans_up(web_export):
+    """The README's command as a user runs it: --serve prints the URL on stdout, serves the
+    page, and a kill (SIGTERM) ends it with its temporary folder removed."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from kws_tf import web
+
+    try:
+        web.runtime_dir()
+    except FileNotFoundError as e:
+        _missing(str(e))
+    proc = subprocess.Popen([sys.executable, "-m", "kws_tf.web", str(web_export), "--serve",
+                             "--port", "0"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/"), url
+        with urllib.request.urlopen(url) as r:
+            assert b"Talk to the keyword spotter" in r.read()
+        with urllib.request.urlopen(url + "model.tflite") as r:
+            assert r.read() == (web_export / "model_stream_int8.tflite").read_bytes()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    folder = next(line.split()[1].rstrip(":") for line in err.splitlines()
+                  if line.startswith("wrote "))
+    assert "kws-tf-web-" in folder and not os.path.exists(folder)

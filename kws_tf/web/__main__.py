@@ -11,8 +11,10 @@ runtime is installed once with `npm ci --prefix kws_tf/web`.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from .. import cli
@@ -47,6 +49,9 @@ def main(argv=None, stdout=None, stderr=None) -> int:
               "packets", file=stderr, flush=True)
         if not args.serve:
             return 0
+        # `kill` (SIGTERM) ends the server like Ctrl-C does: the temporary folder is removed
+        if threading.current_thread() is threading.main_thread():  # only it may set handlers
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         httpd = server(out, args.port)
         host, port = httpd.server_address[:2]
         print(f"http://{host}:{port}/", file=stdout, flush=True)
