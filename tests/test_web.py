@@ -25,7 +25,7 @@ import pytest
 from conftest import write_wav
 
 # The Python decision rule, named in ONE place (it may move to kws_tf.streaming.decision).
-from kws_tf.inference.streaming import RecognizeCommands, decision_settings, recognizer  # noqa: E402
+from kws_tf.inference.streaming import RecognizeCommands, decision_settings, recognizer
 
 pytestmark = pytest.mark.slow
 
