@@ -10,6 +10,9 @@ export class Resampler {
     const cutoff = 0.45 * Math.min(from, to) / from;  // cycles per input sample
     this.cutoff = cutoff;
     this.half = Math.ceil(zeros / (2 * cutoff));  // input samples each side of a tap's centre
+    const gcd = (a, b) => (b ? gcd(b, a % b) : a);
+    this.step = gcd(from, to);  // output k's offset from its centre is a multiple of step / to
+    this.phases = new Map();  // its taps, by that multiple: computed once (160 at 44.1 kHz)
     this.k = 0;  // next output sample
     // the first outputs see silence before the stream, as the model's zero states do
     this.buffer = new Float32Array(this.half);
@@ -22,6 +25,18 @@ export class Resampler {
     return 2 * this.cutoff * sinc * (0.5 + 0.5 * Math.cos(Math.PI * u / (this.half + 1)));
   }
 
+  // the 2 x half taps of an output that sits `phase` x step / to after input sample `centre`,
+  // for the inputs centre - half + 1 ... centre + half
+  taps(phase) {
+    let taps = this.phases.get(phase);
+    if (!taps) {
+      const frac = (phase * this.step) / this.to;
+      taps = Float64Array.from({length: 2 * this.half}, (_, m) => this.kernel(frac + this.half - 1 - m));
+      this.phases.set(phase, taps);
+    }
+    return taps;
+  }
+
   push(samples) {
     if (this.from === this.to) return Float32Array.from(samples);
     const joined = new Float32Array(this.buffer.length + samples.length);
@@ -29,13 +44,13 @@ export class Resampler {
     const end = this.base + joined.length;  // inputs known: [base, end)
     const out = [];
     for (;;) {
-      const t = (this.k * this.from) / this.to;  // input position of output k
-      const centre = Math.floor(t);
+      const position = this.k * this.from;  // output k sits at input position / to (integers)
+      const centre = Math.floor(position / this.to);
       if (centre + this.half >= end) break;
+      const taps = this.taps((position - centre * this.to) / this.step);
+      const first = centre - this.half + 1 - this.base;
       let y = 0;
-      for (let j = centre - this.half + 1; j <= centre + this.half; j++) {
-        y += joined[j - this.base] * this.kernel(t - j);
-      }
+      for (let m = 0; m < taps.length; m++) y += joined[first + m] * taps[m];
       out.push(y);
       this.k += 1;
     }
