@@ -227,6 +227,25 @@ def test_page_probabilities_equal_litert_and_detections_equal_listens(
         context.close()
 
 
+def test_page_words_view_equals_listens(site, browser, recording, web_export):
+    """?words= as listen's --words: the other labels count as _unknown_, in the bars too."""
+    _, url = site
+    context, page = _open(browser, f"{url}?threshold={THRESHOLD}&words=yes,up")
+    try:
+        _feed(page, recording[1])
+        labels = page.locator("#bars .label").all_inner_texts()
+        assert sorted(labels) == ["_silence_", "_unknown_", "up", "yes"]
+        listened = _listen(web_export / "model_stream_float32.tflite", recording[0],
+                           threshold=THRESHOLD, words="yes,up")
+        got = page.evaluate("window.kws.detections")
+        assert [d.label for d in listened] == ["yes", "up"]  # no and down fell into _unknown_
+        assert [d["label"] for d in got] == [d.label for d in listened]
+        np.testing.assert_allclose([d["time"] for d in got], [d.time for d in listened], atol=1e-9)
+        assert "words yes, up (URL)" in page.locator("#settings").inner_text()
+    finally:
+        context.close()
+
+
 def test_decision_js_equals_the_python_rule(site, browser):
     """decision.js and RecognizeCommands on the same probability streams, at several settings
     and with a words view that sums 11 other labels into _unknown_ (numpy's pairwise sum)."""
