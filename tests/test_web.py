@@ -393,6 +393,13 @@ def test_errors_are_shown_in_the_page(site, browser, recording, tmp_path):
         assert _message(page)[0] == "not-streaming"
     finally:
         context.close()
+    # decision settings in the URL that listen would refuse
+    context, page = _open(browser, f"{url}?threshold=1.5")
+    try:
+        kind, text = _message(page)
+        assert kind == "settings" and "threshold must be in (0, 1]" in text
+    finally:
+        context.close()
     # the WebAssembly files fail to load
     context = browser.new_context()
     try:

@@ -37,7 +37,7 @@ function showError(kind, text) {
 function resetStream() {
   spotter.reset();
   const {settings} = kws.settings;
-  recognizer = new RecognizeCommands(kws.meta.labels, {...settings, words: settings.words});
+  recognizer = new RecognizeCommands(kws.meta.labels, settings);
   packetizer = new Packetizer(kws.meta.hop);
   Object.assign(kws, {detections: [], timings: [], probs: [], packets: 0});
   $('detections').replaceChildren();
@@ -55,15 +55,23 @@ async function load(bytes, name) {
   } catch (e) {
     return showError('wasm', `WebAssembly failed to load (LiteRT.js): ${e.message || e}`);
   }
+  let next;
   try {
-    if (spotter) spotter.model.delete();
-    spotter = await Spotter.create(bytes, meta);
-  } catch (e) {
+    next = await Spotter.create(bytes, meta);
+  } catch (e) {  // the model loaded before (if any) stays
     return showError(e instanceof NotAStreamingModel ? 'not-streaming' : 'model', `${name}: ${e.message || e}`);
   }
-  kws.meta = meta;
-  kws.settings = decisionSettings(meta, Object.fromEntries(
-    ['threshold', 'average', 'suppression', 'words'].filter((k) => params.has(k)).map((k) => [k, params.get(k)])));
+  const given = Object.fromEntries(['threshold', 'average', 'suppression', 'words']
+    .filter((k) => params.has(k)).map((k) => [k, params.get(k)]));
+  const settings = decisionSettings(meta, given);
+  try {
+    new RecognizeCommands(meta.labels, settings.settings);  // bad URL settings fail here
+  } catch (e) {
+    next.model.delete();
+    return showError('settings', `the page's URL settings: ${e.message}`);
+  }
+  if (spotter) spotter.model.delete();
+  [spotter, kws.meta, kws.settings] = [next, meta, settings];
   resetStream();
   describe(name, meta);
   $('start').disabled = false;
