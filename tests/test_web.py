@@ -479,34 +479,42 @@ def test_server_serves_the_folder_with_wasm_and_module_types(site):
         assert b'<script type="importmap">' in r.read()
 
 
-def test_serve_prints_the_url_serves_and_cleans_up(web_export):
-    """The README's command as a user runs it: --serve prints the URL on stdout, serves the
-    page, and a kill (SIGTERM) ends it with its temporary folder removed."""
-    import signal
-    import subprocess
-    import sys
+def test_serve_prints_the_url_serves_and_cleans_up(web_export, monkeypatch):
+    """The README's command: --serve prints the URL on stdout and serves the page; when the
+    server stops (Ctrl-C, or kill) its temporary folder is removed.  In a thread here, stopped
+    through the server it made (a subprocess would spend seconds importing TensorFlow)."""
+    import io
+    import time
 
-    from conftest import REPO
     from kws_tf import web
+    from kws_tf.web import __main__ as command
 
     try:
         web.runtime_dir()
     except FileNotFoundError as e:
         _missing(str(e))
-    proc = subprocess.Popen([sys.executable, "-m", "kws_tf.web", str(web_export), "--serve",
-                             "--port", "0"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    made, result, out, err = [], [], io.StringIO(), io.StringIO()
+    monkeypatch.setattr(command, "server", lambda *a, **k: made.append(web.server(*a, **k))
+                        or made[-1])
+    thread = threading.Thread(target=lambda: result.append(command.main(
+        [str(web_export), "--serve", "--port", "0"], stdout=out, stderr=err)))
+    thread.start()
     try:
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/"), url
+        for _ in range(300):
+            if out.getvalue().endswith("\n") or not thread.is_alive():
+                break
+            time.sleep(0.1)
+        url = out.getvalue().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/"), (url, err.getvalue())
         with urllib.request.urlopen(url) as r:
             assert b"Talk to the keyword spotter" in r.read()
         with urllib.request.urlopen(url + "model.tflite") as r:
             assert r.read() == (web_export / "model_stream_int8.tflite").read_bytes()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    folder = next(line.split()[1].rstrip(":") for line in err.splitlines()
+        if made:
+            made[0].shutdown()
+        thread.join(30)
+    assert result == [0]
+    folder = next(line.split()[1].rstrip(":") for line in err.getvalue().splitlines()
                   if line.startswith("wrote "))
     assert "kws-tf-web-" in folder and not os.path.exists(folder)
