@@ -142,24 +142,19 @@ async function start() {
       'from localhost or https (python -m kws_tf.web MODEL --serve).');
   }
   $('start').disabled = true;
-  // the worklet is ready before the microphone opens, so little of its first audio is lost
-  const context = new AudioContext();
-  await context.audioWorklet.addModule('worklet.js');
-  let stream;
+  let context, stream;
   try {
-    stream = await navigator.mediaDevices.getUserMedia(
-      {audio: {channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false}});
+    // the worklet is ready before the microphone opens, so little of its first audio is lost
+    context = new AudioContext();
+    await context.audioWorklet.addModule('worklet.js');
   } catch (e) {
+    $('start').disabled = false;
+    return showError('audio', `The browser's audio could not start: ${e.message || e}`);
+  }
+  if (!(stream = await openMicrophone())) {
     context.close();
     $('start').disabled = false;
-    if (e.name === 'NotAllowedError' || e.name === 'SecurityError') {
-      return showError('mic-denied', 'Microphone access was denied: allow it for this page ' +
-        "(the icon in the address bar) and press Start again.");
-    }
-    if (e.name === 'NotFoundError' || e.name === 'OverconstrainedError' || e.name === 'NotReadableError') {
-      return showError('no-mic', `No usable microphone was found (${e.name}): plug one in and press Start again.`);
-    }
-    return showError('mic', `The microphone could not be opened: ${e.name}: ${e.message}`);
+    return;
   }
   const node = new AudioWorkletNode(context, 'kws-capture',
     {processorOptions: {hop: kws.meta.hop, rate: RATE}, numberOfInputs: 1, numberOfOutputs: 1});
@@ -172,6 +167,24 @@ async function start() {
   audio = {context, stream, node};
   $('message').hidden = true;
   $('stop').disabled = false;
+}
+
+// The microphone's stream, or null after saying in the page why there is none.
+async function openMicrophone() {
+  try {
+    return await navigator.mediaDevices.getUserMedia(
+      {audio: {channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false}});
+  } catch (e) {
+    if (e.name === 'NotAllowedError' || e.name === 'SecurityError') {
+      showError('mic-denied', 'Microphone access was denied: allow it for this page ' +
+        '(the icon in the address bar) and press Start again.');
+    } else if (e.name === 'NotFoundError' || e.name === 'OverconstrainedError' || e.name === 'NotReadableError') {
+      showError('no-mic', `No usable microphone was found (${e.name}): plug one in and press Start again.`);
+    } else {
+      showError('mic', `The microphone could not be opened: ${e.name}: ${e.message}`);
+    }
+    return null;
+  }
 }
 
 async function stop() {
