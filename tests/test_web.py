@@ -385,6 +385,14 @@ def test_errors_are_shown_in_the_page(site, browser, recording, tmp_path):
         page.wait_for_function("window.kws.errors.length == 2")
         kind, text = _message(page)
         assert kind == "not-streaming" and "not a TFLite model" in text
+        cut = (folder / "model.tflite").read_bytes()[:4096]  # a download that stopped early
+        page.set_input_files("#file", {"name": "cut.tflite", "mimeType": "application/octet-stream",
+                                       "buffer": cut})
+        page.wait_for_function("window.kws.errors.length == 3")
+        kind, text = _message(page)
+        assert kind == "not-streaming" and "cut.tflite: this TFLite file cannot be read" in text
+        # the model loaded before still runs
+        assert page.evaluate("window.kws.meta.format") == "kws_tf.streaming"
     finally:
         context.close()
     # the page's own model, when it is not a streaming one

@@ -2,8 +2,7 @@
 // --streaming` stores in the flatbuffer's `metadata` entry named "kws_tf" (labels, rates, hop,
 // delay, states, decision settings).  Reading it from the bytes the page runs keeps one source
 // of truth.  A minimal flatbuffer walk over tflite's schema.fbs: Model.buffers (field 4),
-// Model.metadata (field 6); Metadata {name: string, buffer: uint32}; Buffer {data: [ubyte],
-// offset: uint64, size: uint64} (offset/size: data kept after the flatbuffer, >2 GB files).
+// Model.metadata (field 6); Metadata {name: string, buffer: uint32}; Buffer {data: [ubyte]}.
 
 export class NotAStreamingModel extends Error {}
 
@@ -24,7 +23,7 @@ function reader(bytes) {
     return Array.from({length: n}, (_, k) => start + 4 + 4 * k);
   };
   const bytesOf = (at) => { const start = deref(at); return bytes.subarray(start + 4, start + 4 + u32(start)); };
-  return {view, u32, field, deref, vector, bytesOf};
+  return {u32, field, deref, vector, bytesOf};
 }
 
 // The "kws_tf" JSON of a .tflite file (Uint8Array), or null if the file has no such entry;
@@ -34,7 +33,14 @@ export function readMetadata(bytes, name = 'kws_tf') {
   if (bytes.length < 16 || ident !== 'TFL3') {
     throw new NotAStreamingModel('this file is not a TFLite model (no TFL3 identifier)');
   }
-  const r = reader(bytes);
+  try {
+    return findEntry(reader(bytes), name);
+  } catch (e) {  // offsets that leave the file, JSON that does not parse: a broken file
+    throw new NotAStreamingModel(`this TFLite file cannot be read (${e.message})`);
+  }
+}
+
+function findEntry(r, name) {
   const model = r.deref(0);
   const metadata = r.field(model, 6), buffers = r.field(model, 4);
   if (!metadata || !buffers) return null;
@@ -46,17 +52,8 @@ export function readMetadata(bytes, name = 'kws_tf') {
     if (!nameAt || text.decode(r.bytesOf(nameAt)) !== name) continue;
     const bufferAt = r.field(entry, 1);
     const buffer = r.deref(bufferList[bufferAt ? r.u32(bufferAt) : 0]);
-    const dataAt = r.field(buffer, 0);
-    let data;
-    if (dataAt) {
-      data = r.bytesOf(dataAt);
-    } else {  // stored after the flatbuffer: offset and size (uint64) from the file's start
-      const offsetAt = r.field(buffer, 1), sizeAt = r.field(buffer, 2);
-      const offset = offsetAt ? Number(r.view.getBigUint64(offsetAt, true)) : 0;
-      const size = sizeAt ? Number(r.view.getBigUint64(sizeAt, true)) : 0;
-      data = bytes.subarray(offset, offset + size);
-    }
-    return JSON.parse(text.decode(data));
+    const dataAt = r.field(buffer, 0);  // kws_tf's export keeps the JSON inside the flatbuffer
+    return dataAt ? JSON.parse(text.decode(r.bytesOf(dataAt))) : null;
   }
   return null;
 }
