@@ -8,6 +8,7 @@ import {NotAStreamingModel, streamingMetadata} from './metadata.js';
 import {Spotter, loadRuntime} from './spotter.js';
 
 const RATE = 16000;  // the stream rate of every kws_tf streaming model
+const KEEP = 20000;  // packets of probabilities and timings kept for window.kws (over 30 min)
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 
@@ -114,6 +115,10 @@ async function runPacket(packet) {
   const start = Math.max(end - (kws.meta.window_seconds || 1.0), 0);
   kws.probs.push(result.probabilities);
   kws.timings.push(result.ms);
+  if (kws.probs.length > 2 * KEEP) {  // an hour at the microphone must not grow without end
+    kws.probs.splice(0, KEEP);
+    kws.timings.splice(0, KEEP);
+  }
   kws.packets = spotter.packets;
   const d = recognizer.process(start, end, result.probabilities);
   if (d) {
