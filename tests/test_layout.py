@@ -45,7 +45,8 @@ def test_every_module_imports(name):
     "kws_tf.train", "kws_tf.evaluate", "kws_tf.predict", "kws_tf.listen", "kws_tf.export",
     "experiments.reproduce", "experiments.tune.cli", "benchmarks.run", "benchmarks.streaming",
     "benchmarks.fullsize", "benchmarks.gpu", "benchmarks.profile_blocks",
-    "benchmarks.inference_latency", "benchmarks.streaming_latency", "benchmarks.data_pipeline"])
+    "benchmarks.inference_latency", "benchmarks.streaming_latency", "benchmarks.data_pipeline",
+    "kws_tf.web.__main__", "benchmarks.web_latency"])
 def test_every_command_parses_its_flags(command, capsys):
     main = importlib.import_module(command).main
     with pytest.raises(SystemExit) as e:
