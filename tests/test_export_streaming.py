@@ -91,7 +91,7 @@ def test_metadata_travels_inside_the_file(exported):
     meta = tflite.read_metadata(out / "model_stream_int8.tflite")
     assert meta["labels"] == WORDS and meta["input_rate"] == 16000 and meta["model_rate"] == 8000
     assert meta["hop"] == 1536 and meta["hop_strides"] == 1 and meta["delay"] == 4
-    assert meta["states"]["state_gru"] == [1, 9, 256]  # the last block's 256 channels
+    assert meta["states"]["state_gru"] == [1, 9, 384]  # input projections: 3 gates x 128 units
     # a model of its words alone, without settings of its own: chosen on the export's data
     assert meta["decision_source"] == "model" and meta["decision_chosen"]["by"] == "export"
     assert set(meta["decision"]) == set(DEFAULTS)  # all four are command words: no view
