@@ -1,7 +1,8 @@
 """python -m benchmarks.streaming_latency: what streaming costs next to the window model.
 
 For gru4 (``--variants``) at 16 and 8 kHz (``--rates``): the streaming TFLite float32 and
-int8 files at ``--hop-strides`` (default 1) are timed per packet, states fed back by name as
+int8 files at ``--hop-strides`` (default 1; ``--hop-seconds 0.25``: the longest hop within
+0.25 s at each rate) are timed per packet, states fed back by name as
 a device loop does, and the window TFLite float32 and int8 files per 1 s window, all on one
 thread (``--threads``).  Each row: median and p95 ms per call, CPU ms and multiply-accumulates
 per second of audio (the window model at predict's 0.25 s hop: 4 windows per second),
@@ -84,6 +85,8 @@ def bench(variant, rate, path, data_root, hop_strides, repeats, threads, schemes
     from kws_tf.inference.stream_geometry import streaming_cost
 
     model, info = _model(variant, rate, path)
+    if isinstance(hop_strides, float):  # seconds: the longest hop within them
+        hop_strides = longest_hop_strides(model, hop_strides)
     cal, cal16, clip, audio16 = _clips(model, info, data_root)
     stream = sm.build_streaming_model(model, hop_strides)
     sinfo = sm.streaming_info(stream)
@@ -123,6 +126,14 @@ def bench(variant, rate, path, data_root, hop_strides, repeats, threads, schemes
         r["cpu_ms_per_second"] = r["median_ms"] * r["calls_per_second"]
         r["real_time_factor"] = r["cpu_ms_per_second"] / 1000
     return rows + _targets(rows, variant, rate)
+
+
+def longest_hop_strides(model, seconds: float) -> int:
+    """The most strides whose packet lasts no longer than ``seconds`` (at least one)."""
+    from kws_tf.inference.stream_geometry import streaming_geometry
+
+    g = streaming_geometry(model)
+    return max(int(seconds * g.model_rate + 1e-9) // g.stride, 1)
 
 
 def _qname(q, scheme):
@@ -249,6 +260,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="append", default=[], help="RATE=PATH.keras (trained)")
     p.add_argument("--data", help="dataset folder: calibrate int8 on real clips")
     p.add_argument("--hop-strides", type=int, default=1)
+    p.add_argument("--hop-seconds", type=float,
+                   help="instead of --hop-strides: the longest hop within this many seconds "
+                        "at each rate (0.25: 5 strides at 16 kHz, 2 at 8 kHz for gru4)")
     p.add_argument("--int8-schemes", default="default,full",
                    help="comma-separated int8 schemes: default (the export's: float_input "
                         "for window files, float_early for streaming ones), float_input, "
@@ -275,7 +289,8 @@ def main(argv=None) -> int:
         rows, kind = [], "latency"
         for v in args.variants.split(","):
             for rate in map(int, args.rates.split(",")):
-                rows += bench(v, rate, models.get(str(rate)), args.data, args.hop_strides,
+                hop = args.hop_seconds if args.hop_seconds else args.hop_strides
+                rows += bench(v, rate, models.get(str(rate)), args.data, hop,
                               args.repeats, args.threads,
                               [None if s == "default" else s for s in args.int8_schemes.split(",")])
     _print(rows)
