@@ -121,11 +121,18 @@ def bench(variant, rate, path, data_root, hop_strides, repeats, threads, schemes
                      "quantization": _qname(q, scheme), "size_bytes": len(content), **t,
                      "seconds_per_call": hop / 16000, "calls_per_second": 16000 / hop,
                      "macs_per_call": cost["macs_per_packet"],
-                     "macs_per_second": cost["stream_per_second"]})
+                     "macs_per_second": cost["stream_per_second"], **_micro(content)})
     for r in rows:
         r["cpu_ms_per_second"] = r["median_ms"] * r["calls_per_second"]
         r["real_time_factor"] = r["cpu_ms_per_second"] / 1000
     return rows + _targets(rows, variant, rate)
+
+
+def _micro(content) -> dict:
+    """The TFLite Micro arena the file needs (with the ``micro`` extra installed)."""
+    from kws_tf.export import micro
+
+    return {"micro_arena_bytes": micro.arena_bytes(content)} if micro.available() else {}
 
 
 def longest_hop_strides(model, seconds: float) -> int:
@@ -249,7 +256,8 @@ def _print(rows) -> None:
                   f"{r['quantization']:15s} median {r['median_ms']:.3f} ms p95 "
                   f"{r['p95_ms']:.3f} ms  {r['cpu_ms_per_second']:7.2f} CPU ms/s  "
                   f"{r['macs_per_second'] / 1e6:7.1f} MMAC/s  RTF {r['real_time_factor']:.4f}  "
-                  f"{r['size_bytes'] / 1e6:.2f} MB")
+                  f"{r['size_bytes'] / 1e6:.2f} MB" + (f"  TFLM arena {r['micro_arena_bytes'] / 1e3:.0f} kB"
+                                                   if "micro_arena_bytes" in r else ""))
 
 
 def main(argv=None) -> int:
