@@ -148,13 +148,15 @@ def _qname(q, scheme):
 
 
 def _targets(rows, variant, rate) -> list:
-    """Stream int8 vs window int8 (and float32) per second of audio; the 1 ms packet target."""
+    """Each stream file vs the window int8 file (the target), window float32 and the window
+    file of its own scheme, per second of audio; the 1 ms packet target."""
     out = []
     by = {(r["model"], r["quantization"]): r for r in rows}
     for (kind, q), r in by.items():
         if kind != "stream":
             continue
-        for wq in dict.fromkeys(("float32", q)):
+        # the issue's target is against the int8 window file, for every streaming file
+        for wq in dict.fromkeys(("float32", "int8", q)):
             w = by.get(("window", wq))
             if w is None:
                 continue

