@@ -97,6 +97,8 @@ def arena_bytes(content, limit: int = ARENA_LIMIT) -> int:
     answers for every packet."""
     from tflite_micro import runtime
 
+    from ..platform.quiet import native_output_muted
+
     content = bytes(content)
     positions, _ = signature_positions(content)
     probe = runtime.Interpreter.from_bytes(content, arena_size=limit)
@@ -105,12 +107,13 @@ def arena_bytes(content, limit: int = ARENA_LIMIT) -> int:
     if not _runs(content, limit, feeds, positions):
         raise ValueError(f"TFLM cannot run the file in a {limit}-byte arena")
     lo, hi = 0, limit // ARENA_ALIGN  # in units of 16 bytes: lo fails, hi runs
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _runs(content, mid * ARENA_ALIGN, feeds, positions):
-            hi = mid
-        else:
-            lo = mid
+    with native_output_muted():  # each arena too small prints TFLM's complaint
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if _runs(content, mid * ARENA_ALIGN, feeds, positions):
+                hi = mid
+            else:
+                lo = mid
     return hi * ARENA_ALIGN
 
 

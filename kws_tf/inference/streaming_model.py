@@ -197,10 +197,10 @@ class GRURecurrence(keras.layers.Layer):
         return h
 
     def _unrolled(self, xp, h):
-        """The same steps in the ops LiteRT runs fastest (4x the form of ``_step`` for gru4,
-        9 steps, float32): the steps unstacked once (a strided slice of the 3-d input per
-        step splits XNNPack's graph), the gates' and the candidate's recurrent products
-        apart (no slice of the product), each bias added to its product (folded into the
+        """The same steps in fewer TFLite ops (15-25% less time than ``_step``'s form for
+        gru4's 9 and 20 steps, float32 LiteRT): the steps unstacked once instead of a
+        strided slice per step, the gates' and the candidate's recurrent products apart (no
+        slice of the product), each bias added to its product (folded into the
         FULLY_CONNECTED)."""
         u, k, b = self.units, self.recurrent_kernel, self.recurrent_bias
         xzr, xc = ops.unstack(xp[:, 1:, :2 * u], axis=1), ops.unstack(xp[:, 1:, 2 * u:], axis=1)
