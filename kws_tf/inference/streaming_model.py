@@ -279,6 +279,23 @@ def build_streaming_model(model: keras.Model, hop_strides: Optional[int] = None,
         x, outputs[name] = layer([x, state])
         silence_in = silence[i - 2] if i > 1 else np.zeros((1,), np.float32)
         layers.append((layer, conv, bn, silence_in))
+    x, copy_head = _gru_head(model, g, x, inputs, outputs, silence[-1], unroll)
+    # the window model's head (logits or log-probabilities): softmax of either is the same
+    outputs["probabilities"] = keras.layers.Softmax(name="probabilities")(x)
+    stream = keras.Model(inputs, {k: outputs[k] for k in ["probabilities", *sorted(
+        k for k in outputs if k != "probabilities")]}, name=f"{model.name}_stream")
+
+    for layer, conv, bn, silence_in in layers:
+        _copy_block(layer, conv, bn, silence_in)
+    copy_head()
+    stream._kws_streaming = streaming_info(stream, g, hop_strides)
+    return stream
+
+
+def _gru_head(model, g, x, inputs, outputs, silence, unroll):
+    """The last block's new steps -> their GRU input projections (``state_gru``: the window's
+    last N) -> the recurrence -> the classifier; and a function that copies the window
+    model's weights in once the model is built."""
     gru_src, dense_src = model.get_layer("gru"), model.get_layer("classifier")
     _check_gru(gru_src)
     units = int(gru_src.units)
@@ -287,20 +304,14 @@ def build_streaming_model(model: keras.Model, hop_strides: Optional[int] = None,
     x, outputs["state_gru"] = steps([x, state])
     gru = GRURecurrence(units, unroll=unroll, name="gru")
     dense = keras.layers.Dense.from_config(dense_src.get_config())
-    x = dense(gru(x))
-    # the window model's head (logits or log-probabilities): softmax of either is the same
-    outputs["probabilities"] = keras.layers.Softmax(name="probabilities")(x)
-    stream = keras.Model(inputs, {k: outputs[k] for k in ["probabilities", *sorted(
-        k for k in outputs if k != "probabilities")]}, name=f"{model.name}_stream")
 
-    for layer, conv, bn, silence_in in layers:
-        _copy_block(layer, conv, bn, silence_in)
-    kernel, recurrent, bias = gru_src.get_weights()  # bias: (2, 3 units), input and recurrent
-    steps.set_weights([kernel, bias[0], silence[-1] @ kernel + bias[0]])
-    gru.set_weights([recurrent, bias[1]])
-    dense.set_weights(dense_src.get_weights())
-    stream._kws_streaming = streaming_info(stream, g, hop_strides)
-    return stream
+    def copy():
+        kernel, recurrent, bias = gru_src.get_weights()  # bias (2, 3 units): input, recurrent
+        steps.set_weights([kernel, bias[0], silence @ kernel + bias[0]])
+        gru.set_weights([recurrent, bias[1]])
+        dense.set_weights(dense_src.get_weights())
+
+    return dense(gru(x)), copy
 
 
 def _copy_block(layer, conv, bn, silence_in) -> None:
