@@ -58,6 +58,16 @@ def test_files_and_card_entries(exported, data):
     # the streaming default keeps the resampler and blocks 1-3 float, block 4 and the GRU int8
     assert i8["int8_scheme"] == "float_early" and "CONV_2D" in i8["float_ops"]
     assert "FULLY_CONNECTED" not in i8["float_ops"] and "TANH" not in i8["float_ops"]
+    # what a microcontroller needs: the file in flash, TFLM's arena (with the micro extra)
+    from kws_tf.export import micro
+
+    for entry in (f32, i8):
+        assert entry["micro"]["flash_bytes"] == entry["size_bytes"]
+        if micro.available():
+            assert 10_000 < entry["micro"]["arena_bytes"] < entry["size_bytes"]
+            assert set(entry["micro"]["ops"]) == set(entry["ops"])
+        else:
+            assert "pip install" in entry["micro"]["arena_bytes"]
     # the data carries 16 kHz copies of the same clips for the stream
     assert data.stream_audio.shape == (len(data.audio), 16000)
     assert on_disk["streaming"]["labels"] == WORDS and on_disk["streaming"]["hop"] == 1536
