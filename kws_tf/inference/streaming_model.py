@@ -218,6 +218,33 @@ class GRURecurrence(keras.layers.Layer):
         return {**super().get_config(), "units": self.units, "unroll": self.unroll}
 
 
+@keras.saving.register_keras_serializable(package="kws_tf")
+class StreamingWindowSteps(keras.layers.Layer):
+    """The GRU's raw input steps as state (streaming models saved before the projections
+    became state use it: kept so that their model_stream.keras files still load)."""
+
+    def __init__(self, steps: int, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = int(steps)
+
+    def build(self, input_shapes):
+        self.silence = self.add_weight(name="silence", shape=(int(input_shapes[0][-1]),),
+                                       initializer="zeros", trainable=False)
+
+    def call(self, inputs):
+        new, state = inputs
+        buf = ops.concatenate([state + self.silence, new], axis=1)
+        buf = buf[:, buf.shape[1] - self.steps:]
+        return buf, buf - self.silence
+
+    def compute_output_shape(self, input_shapes):
+        new, state = input_shapes
+        return (new[0], self.steps, new[2]), tuple(state)
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps}
+
+
 def _check_gru(gru) -> None:
     c = gru.get_config()
     if not (c.get("reset_after") and c.get("use_bias") and c.get("activation") == "tanh"
