@@ -244,7 +244,10 @@ def _drops(rows) -> list:
 # ----------------------------------------------------------------------------- main
 def _print(rows) -> None:
     for r in rows:
-        if "check" in r:
+        if "stage" in r:
+            print(f"  {r['variant']} {r['sample_rate']:5d} hop {r['hop_strides']} {r['stage']:14s} "
+                  f"{r['stage_ms']:+.4f} ms (cumulative {r['cumulative_ms']:.4f})")
+        elif "check" in r:
             print(f"  {'MET ' if r['met'] else 'MISS'} {r['check']} ({r['variant']} "
                   f"{r['sample_rate']} Hz): " + ", ".join(
                       f"{k} {r[k]}" for k in ("ratio", "decisions_ratio", "median_ms") if k in r))
@@ -260,6 +263,33 @@ def _print(rows) -> None:
                   f"{r['macs_per_second'] / 1e6:7.1f} MMAC/s  RTF {r['real_time_factor']:.4f}  "
                   f"{r['size_bytes'] / 1e6:.2f} MB" + (f"  TFLM arena {r['micro_arena_bytes'] / 1e3:.0f} kB"
                                                    if "micro_arena_bytes" in r else ""))
+
+
+def _measure(args) -> tuple:
+    """(rows, kind) of what the flags ask for."""
+    from .stream_stages import stages
+
+    if args.int8_choices:
+        if not args.data:
+            raise SystemExit("--int8-choices needs --data (accuracy on real clips)")
+        rows, kind = int8_choices(args.int8_choices, args.data, args.repeats, args.threads), \
+            "int8-choices"
+    elif args.stages:
+        models, rows, kind = dict(m.split("=", 1) for m in args.model), [], "stages"
+        for v in args.variants.split(","):
+            for rate in map(int, args.rates.split(",")):
+                rows += stages(v, rate, models.get(str(rate)),
+                               args.hop_seconds or args.hop_strides, args.repeats, args.threads)
+    else:
+        models = dict(m.split("=", 1) for m in args.model)
+        rows, kind = [], "latency"
+        for v in args.variants.split(","):
+            for rate in map(int, args.rates.split(",")):
+                hop = args.hop_seconds if args.hop_seconds else args.hop_strides
+                rows += bench(v, rate, models.get(str(rate)), args.data, hop,
+                              args.repeats, args.threads,
+                              [None if s == "default" else s for s in args.int8_schemes.split(",")])
+    return rows, kind
 
 
 def main(argv=None) -> int:
@@ -279,6 +309,8 @@ def main(argv=None) -> int:
                         "float_early, full, float_gru")
     p.add_argument("--int8-choices", metavar="MODEL", help="compare quantization choices of "
                    "this trained model.keras (needs --data)")
+    p.add_argument("--stages", action="store_true", help="instead: where a float32 packet's "
+                   "time goes, stage by stage (at --hop-strides / --hop-seconds)")
     p.add_argument("--repeats", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="results file (default benchmarks/results/"
@@ -289,20 +321,7 @@ def main(argv=None) -> int:
     from .common import cpu_peak, machine_tag
 
     peak, load_before = cpu_peak(), os.getloadavg()
-    if args.int8_choices:
-        if not args.data:
-            raise SystemExit("--int8-choices needs --data (accuracy on real clips)")
-        rows, kind = int8_choices(args.int8_choices, args.data, args.repeats, args.threads), \
-            "int8-choices"
-    else:
-        models = dict(m.split("=", 1) for m in args.model)
-        rows, kind = [], "latency"
-        for v in args.variants.split(","):
-            for rate in map(int, args.rates.split(",")):
-                hop = args.hop_seconds if args.hop_seconds else args.hop_strides
-                rows += bench(v, rate, models.get(str(rate)), args.data, hop,
-                              args.repeats, args.threads,
-                              [None if s == "default" else s for s in args.int8_schemes.split(",")])
+    rows, kind = _measure(args)
     _print(rows)
     result = {"command": "python -m benchmarks.streaming_latency " + " ".join(
         argv if argv is not None else sys.argv[1:]), "kind": kind,
@@ -310,7 +329,7 @@ def main(argv=None) -> int:
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": environment(), "rows": rows}
     if args.json != "none":
-        suffix = "-int8-choices" if kind == "int8-choices" else ""
+        suffix = {"int8-choices": "-int8-choices", "stages": "-stages"}.get(kind, "")
         dest = Path(args.json) if args.json else RESULTS / (
             f"streaming-latency-{machine_tag(peak)}{suffix}.json")
         dest.parent.mkdir(parents=True, exist_ok=True)
