@@ -1,7 +1,8 @@
 """python -m benchmarks.streaming_latency: what streaming costs next to the window model.
 
 For gru4 (``--variants``) at 16 and 8 kHz (``--rates``): the streaming TFLite float32 and
-int8 files at ``--hop-strides`` (default 1) are timed per packet, states fed back by name as
+int8 files at ``--hop-strides`` (default 1; ``--hop-seconds 0.25``: the longest hop within
+0.25 s at each rate) are timed per packet, states fed back by name as
 a device loop does, and the window TFLite float32 and int8 files per 1 s window, all on one
 thread (``--threads``).  Each row: median and p95 ms per call, CPU ms and multiply-accumulates
 per second of audio (the window model at predict's 0.25 s hop: 4 windows per second),
@@ -85,6 +86,8 @@ def bench(variant, rate, path, data_root, hop_strides, repeats, threads, schemes
     from kws_tf.inference.stream_geometry import streaming_cost
 
     model, info = _model(variant, rate, path)
+    if isinstance(hop_strides, float):  # seconds: the longest hop within them
+        hop_strides = longest_hop_strides(model, hop_strides)
     cal, cal16, clip, audio16 = _clips(model, info, data_root)
     stream = sm.build_streaming_model(model, hop_strides)
     sinfo = sm.streaming_info(stream)
@@ -119,11 +122,26 @@ def bench(variant, rate, path, data_root, hop_strides, repeats, threads, schemes
                      "quantization": _qname(q, scheme), "size_bytes": len(content), **t,
                      "seconds_per_call": hop / 16000, "calls_per_second": 16000 / hop,
                      "macs_per_call": cost["macs_per_packet"],
-                     "macs_per_second": cost["stream_per_second"]})
+                     "macs_per_second": cost["stream_per_second"], **_micro(content)})
     for r in rows:
         r["cpu_ms_per_second"] = r["median_ms"] * r["calls_per_second"]
         r["real_time_factor"] = r["cpu_ms_per_second"] / 1000
     return rows + _targets(rows, variant, rate)
+
+
+def _micro(content) -> dict:
+    """The TFLite Micro arena the file needs (with the ``micro`` extra installed)."""
+    from kws_tf.export import micro
+
+    return {"micro_arena_bytes": micro.arena_bytes(content)} if micro.available() else {}
+
+
+def longest_hop_strides(model, seconds: float) -> int:
+    """The most strides whose packet lasts no longer than ``seconds`` (at least one)."""
+    from kws_tf.inference.stream_geometry import streaming_geometry
+
+    g = streaming_geometry(model)
+    return max(int(seconds * g.model_rate + 1e-9) // g.stride, 1)
 
 
 def _qname(q, scheme):
@@ -131,13 +149,15 @@ def _qname(q, scheme):
 
 
 def _targets(rows, variant, rate) -> list:
-    """Stream int8 vs window int8 (and float32) per second of audio; the 1 ms packet target."""
+    """Each stream file vs the window int8 file (the target), window float32 and the window
+    file of its own scheme, per second of audio; the 1 ms packet target."""
     out = []
     by = {(r["model"], r["quantization"]): r for r in rows}
     for (kind, q), r in by.items():
         if kind != "stream":
             continue
-        for wq in dict.fromkeys(("float32", q)):
+        # the issue's target is against the int8 window file, for every streaming file
+        for wq in dict.fromkeys(("float32", "int8", q)):
             w = by.get(("window", wq))
             if w is None:
                 continue
@@ -225,7 +245,10 @@ def _drops(rows) -> list:
 # ----------------------------------------------------------------------------- main
 def _print(rows) -> None:
     for r in rows:
-        if "check" in r:
+        if "stage" in r:
+            print(f"  {r['variant']} {r['sample_rate']:5d} hop {r['hop_strides']} {r['stage']:14s} "
+                  f"{r['stage_ms']:+.4f} ms (cumulative {r['cumulative_ms']:.4f})")
+        elif "check" in r:
             print(f"  {'MET ' if r['met'] else 'MISS'} {r['check']} ({r['variant']} "
                   f"{r['sample_rate']} Hz): " + ", ".join(
                       f"{k} {r[k]}" for k in ("ratio", "decisions_ratio", "median_ms") if k in r))
@@ -239,7 +262,35 @@ def _print(rows) -> None:
                   f"{r['quantization']:15s} median {r['median_ms']:.3f} ms p95 "
                   f"{r['p95_ms']:.3f} ms  {r['cpu_ms_per_second']:7.2f} CPU ms/s  "
                   f"{r['macs_per_second'] / 1e6:7.1f} MMAC/s  RTF {r['real_time_factor']:.4f}  "
-                  f"{r['size_bytes'] / 1e6:.2f} MB")
+                  f"{r['size_bytes'] / 1e6:.2f} MB" + (f"  TFLM arena {r['micro_arena_bytes'] / 1e3:.0f} kB"
+                                                   if "micro_arena_bytes" in r else ""))
+
+
+def _measure(args) -> tuple:
+    """(rows, kind) of what the flags ask for."""
+    from .stream_stages import stages
+
+    if args.int8_choices:
+        if not args.data:
+            raise SystemExit("--int8-choices needs --data (accuracy on real clips)")
+        rows, kind = int8_choices(args.int8_choices, args.data, args.repeats, args.threads), \
+            "int8-choices"
+    elif args.stages:
+        models, rows, kind = dict(m.split("=", 1) for m in args.model), [], "stages"
+        for v in args.variants.split(","):
+            for rate in map(int, args.rates.split(",")):
+                rows += stages(v, rate, models.get(str(rate)),
+                               args.hop_seconds or args.hop_strides, args.repeats, args.threads)
+    else:
+        models = dict(m.split("=", 1) for m in args.model)
+        rows, kind = [], "latency"
+        for v in args.variants.split(","):
+            for rate in map(int, args.rates.split(",")):
+                hop = args.hop_seconds if args.hop_seconds else args.hop_strides
+                rows += bench(v, rate, models.get(str(rate)), args.data, hop,
+                              args.repeats, args.threads,
+                              [None if s == "default" else s for s in args.int8_schemes.split(",")])
+    return rows, kind
 
 
 def main(argv=None) -> int:
@@ -250,12 +301,17 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="append", default=[], help="RATE=PATH.keras (trained)")
     p.add_argument("--data", help="dataset folder: calibrate int8 on real clips")
     p.add_argument("--hop-strides", type=int, default=1)
+    p.add_argument("--hop-seconds", type=float,
+                   help="instead of --hop-strides: the longest hop within this many seconds "
+                        "at each rate (0.25: 5 strides at 16 kHz, 2 at 8 kHz for gru4)")
     p.add_argument("--int8-schemes", default="default,full",
                    help="comma-separated int8 schemes: default (the export's: float_input "
                         "for window files, float_early for streaming ones), float_input, "
                         "float_early, full, float_gru")
     p.add_argument("--int8-choices", metavar="MODEL", help="compare quantization choices of "
                    "this trained model.keras (needs --data)")
+    p.add_argument("--stages", action="store_true", help="instead: where a float32 packet's "
+                   "time goes, stage by stage (at --hop-strides / --hop-seconds)")
     p.add_argument("--repeats", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="results file (default benchmarks/results/"
@@ -266,19 +322,7 @@ def main(argv=None) -> int:
     from .common import cpu_peak, machine_tag
 
     peak, load_before = cpu_peak(), os.getloadavg()
-    if args.int8_choices:
-        if not args.data:
-            raise SystemExit("--int8-choices needs --data (accuracy on real clips)")
-        rows, kind = int8_choices(args.int8_choices, args.data, args.repeats, args.threads), \
-            "int8-choices"
-    else:
-        models = dict(m.split("=", 1) for m in args.model)
-        rows, kind = [], "latency"
-        for v in args.variants.split(","):
-            for rate in map(int, args.rates.split(",")):
-                rows += bench(v, rate, models.get(str(rate)), args.data, args.hop_strides,
-                              args.repeats, args.threads,
-                              [None if s == "default" else s for s in args.int8_schemes.split(",")])
+    rows, kind = _measure(args)
     _print(rows)
     result = {"command": "python -m benchmarks.streaming_latency " + " ".join(
         argv if argv is not None else sys.argv[1:]), "kind": kind,
@@ -286,7 +330,7 @@ def main(argv=None) -> int:
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": environment(), "rows": rows}
     if args.json != "none":
-        suffix = "-int8-choices" if kind == "int8-choices" else ""
+        suffix = {"int8-choices": "-int8-choices", "stages": "-stages"}.get(kind, "")
         dest = Path(args.json) if args.json else RESULTS / (
             f"streaming-latency-{machine_tag(peak)}{suffix}.json")
         dest.parent.mkdir(parents=True, exist_ok=True)

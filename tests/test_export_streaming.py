@@ -58,6 +58,16 @@ def test_files_and_card_entries(exported, data):
     # the streaming default keeps the resampler and blocks 1-3 float, block 4 and the GRU int8
     assert i8["int8_scheme"] == "float_early" and "CONV_2D" in i8["float_ops"]
     assert "FULLY_CONNECTED" not in i8["float_ops"] and "TANH" not in i8["float_ops"]
+    # what a microcontroller needs: the file in flash, TFLM's arena (with the micro extra)
+    from kws_tf.export import micro
+
+    for entry in (f32, i8):
+        assert entry["micro"]["flash_bytes"] == entry["size_bytes"]
+        if micro.available():
+            assert 10_000 < entry["micro"]["arena_bytes"] < entry["size_bytes"]
+            assert set(entry["micro"]["ops"]) == set(entry["ops"])
+        else:
+            assert "pip install" in entry["micro"]["arena_bytes"]
     # the data carries 16 kHz copies of the same clips for the stream
     assert data.stream_audio.shape == (len(data.audio), 16000)
     assert on_disk["streaming"]["labels"] == WORDS and on_disk["streaming"]["hop"] == 1536
@@ -91,7 +101,7 @@ def test_metadata_travels_inside_the_file(exported):
     meta = tflite.read_metadata(out / "model_stream_int8.tflite")
     assert meta["labels"] == WORDS and meta["input_rate"] == 16000 and meta["model_rate"] == 8000
     assert meta["hop"] == 1536 and meta["hop_strides"] == 1 and meta["delay"] == 4
-    assert meta["states"]["state_gru"] == [1, 9, 256]  # the last block's 256 channels
+    assert meta["states"]["state_gru"] == [1, 9, 384]  # input projections: 3 gates x 128 units
     # a model of its words alone, without settings of its own: chosen on the export's data
     assert meta["decision_source"] == "model" and meta["decision_chosen"]["by"] == "export"
     assert set(meta["decision"]) == set(DEFAULTS)  # all four are command words: no view
@@ -188,3 +198,44 @@ def test_latency_benchmark_rows():
     checks = [r for r in rows if "check" in r]
     assert any("ms per packet" in r["check"] for r in checks)
     assert all(r["decisions_ratio"] == pytest.approx(2.6, abs=0.01) for r in checks if "ratio" in r)
+
+
+def test_hop_seconds_picks_the_longest_hop_within_them():
+    from benchmarks.streaming_latency import longest_hop_strides
+
+    # gru4's stride: 48 ms at 16 kHz, 96 ms at 8 kHz
+    assert longest_hop_strides(build_model("gru4", 16000, 4), 0.25) == 5
+    assert longest_hop_strides(build_model("gru4", 8000, 4), 0.25) == 2
+    assert longest_hop_strides(build_model("gru4", 8000, 4), 0.05) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rate", [16000, 8000])
+# gru2 and gru5 are gru1's architecture (only their training differs)
+@pytest.mark.parametrize("variant", ["gru1", "gru3", "gru4", "gru6"])
+def test_float32_file_equals_the_keras_stream_every_architecture(variant, rate, subset_root):
+    """The unrolled recurrence over the stored GRU input projections (the TFLite form) is
+    the Keras stream's function, at every packet of 3 s of real speech, for every block
+    count, GRU size and rate, at the default hop."""
+    import keras
+
+    from kws_tf.data import read_wav
+    from kws_tf.data.audio import fix_length
+    from kws_tf.export.stream import convert_stream_tflite, keras_stream, tflite_stream_graph
+    from kws_tf.inference import streaming_model as sm
+
+    keras.utils.set_random_seed(0)
+    model = busy_batchnorm(build_model(variant, rate, num_classes=len(WORDS)),
+                           np.random.default_rng(0), sharpen=4, conv_bias_sd=0.05)
+    stream = sm.build_streaming_model(model)
+    info = sm.streaming_info(stream)
+    content, _ = convert_stream_tflite(tflite_stream_graph(model), info, "none")
+    audio = np.concatenate([fix_length(read_wav(sorted((subset_root / w).glob("*.wav"))[0])[0],
+                                       16000) for w in ("yes", "no", "up")]).astype(np.float32)
+    packets = audio[:len(audio) // info["hop"] * info["hop"]].reshape(-1, info["hop"])
+    want = keras_stream(stream, info, packets[None])[0]
+    got = tflite.TFLiteStream(content).run(packets)
+    assert np.abs(got - want).max() <= 1e-4, (variant, rate, np.abs(got - want).max())
+    # the probabilities move over the recording by far more than the tolerance (a random
+    # gru3 leans on one label: 7.6e-3)
+    assert np.ptp(want, axis=0).max() > 1e-3

@@ -169,7 +169,8 @@ def test_geometry_hops_states_and_defaults():
     assert info["hop"] == 1536 and info["hop_model_rate"] == 768 and info["hop_strides"] == 1
     assert info["states"] == {"state_resample": [27], "state_block1": [77, 1],
                               "state_block2": [4, 128], "state_block3": [4, 128],
-                              "state_block4": [4, 256], "state_gru": [9, 256]}
+                              "state_block4": [4, 256], "state_gru": [9, 768]}
+    # state_gru: the input projections of the 9 GRU steps (3 gates x 256 units)
     assert [t.name for t in stream.inputs] == ["audio", *sorted(info["states"])]
     assert list(stream.output) == ["probabilities", *sorted(info["states"])]
     for variant in VARIANTS:

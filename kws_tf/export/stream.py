@@ -61,17 +61,11 @@ def keras_stream(stream, info: dict, packets, batch: int = 256, collect: bool = 
 
 
 def tflite_stream_graph(model, hop_strides=None):
-    """The streaming model as TFLite gets it: the GRU with one input projection for all steps
-    (``gru_graph``), else Keras's unrolled GRU."""
+    """The streaming model as TFLite gets it: the GRU recurrence unrolled (one set of builtin
+    ops per step, no while loop); the input projections are already one product per packet."""
     from ..inference import streaming_model as sm
-    from .gru_graph import with_projected_gru
 
-    stream = sm.build_streaming_model(model, hop_strides)
-    fast = with_projected_gru(stream)
-    if fast is stream:
-        return sm.build_streaming_model(model, hop_strides, unroll=True)
-    fast._kws_streaming = sm.streaming_info(stream)
-    return fast
+    return sm.build_streaming_model(model, hop_strides, unroll=True)
 
 
 def calibration_feeds(stream, info, clips, limit: int = CALIBRATION_FEEDS, seed: int = 0):

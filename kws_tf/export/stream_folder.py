@@ -50,6 +50,16 @@ def export_streaming(model, info: dict, out: Path, quantize, data: ExportData, c
     return card
 
 
+def micro_entry(content) -> dict:
+    """Arena, flash and ops under TFLite Micro, or how to get them (the extra is optional)."""
+    from . import micro
+
+    if not micro.available():
+        return {"flash_bytes": len(content),
+                "arena_bytes": "not measured: pip install 'kws_tf[micro]' (tflite-micro)"}
+    return micro.card_entry(content)
+
+
 def _qname(q: str) -> str:
     return "float32" if q == "none" else q
 
@@ -72,6 +82,7 @@ def _checked_stream_tflite(unrolled, sinfo, q, feeds, meta, out, data, packets, 
              "signature": {"name": "serving_default", "inputs": meta["inputs"],
                            "outputs": meta["outputs"]},
              "metadata": "kws_tf (JSON in the flatbuffer's metadata list)"}
+    entry["micro"] = micro_entry(content)
     if q == "none":
         n = len(reference)
         entry["parity"] = check_parity(reference.reshape(-1, reference.shape[-1]),
