@@ -12,7 +12,7 @@ from kws_tf.detection import choose
 from kws_tf.detection.recordings import split_recordings
 from kws_tf.detection import scoring
 from kws_tf.detection.scoring import evaluate_setting, score_windows
-from kws_tf.inference.streaming import RecognizeCommands, decision_settings, keyword_view
+from kws_tf.streaming.decision import RecognizeCommands, decision_settings, keyword_view
 
 
 class ToneScorer:
@@ -195,9 +195,9 @@ def test_export_chooses_settings_only_for_a_spotter_without_its_own(tiny_root, m
     own = {**info, "decision": {"threshold": 0.7}}
     assert folder._with_decision("m.keras", own, str(tiny_root), said.append) is own
     assert folder._with_decision("m.keras", info, None, said.append) is info
-    from kws_tf.export.metadata import decision_settings
+    from kws_tf.streaming.decision import stored_decision
 
-    assert decision_settings(got) == ({**got["decision"]}, "model")
+    assert stored_decision(got) == ({**got["decision"]}, "model")
 
 
 @pytest.mark.slow

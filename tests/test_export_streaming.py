@@ -13,11 +13,12 @@ import pytest
 from conftest import busy_batchnorm
 from kws_tf import artifacts, build_model
 from kws_tf.export import export, load_export_data, main
-from kws_tf.export.metadata import add_metadata, decision_settings, stream_metadata
+from kws_tf.export.metadata import add_metadata, stream_metadata
+from kws_tf.streaming.decision import stored_decision
 from kws_tf.export.stream import stream_packets
 from kws_tf.inference import tflite
-from kws_tf.inference.streaming import DEFAULTS
-from kws_tf.inference.streaming_model import zero_states
+from kws_tf.streaming.decision import DEFAULTS
+from kws_tf.streaming.model import zero_states
 
 WORDS = ["down", "no", "up", "yes"]
 
@@ -104,8 +105,8 @@ def test_metadata_travels_inside_the_file(exported):
 
 def test_decision_settings_come_from_the_model_when_it_has_them():
     own = {"threshold": 0.8, "average": 0.4, "suppression": 1.0}
-    assert decision_settings({"decision": own}) == (own, "model")
-    assert decision_settings({}) == (DEFAULTS, "defaults")
+    assert stored_decision({"decision": own}) == (own, "model")
+    assert stored_decision({}) == (DEFAULTS, "defaults")
     info = {"input_rate": 16000, "model_rate": 8000, "hop": 96, "hop_strides": 1, "stride": 48,
             "hop_model_rate": 48, "delay": 4, "delay_seconds": 0.0005, "window_seconds": 1.0,
             "gru_steps": 3, "states": {"state_gru": [3, 8]}}
@@ -155,8 +156,8 @@ def test_add_metadata_replaces_an_earlier_entry(exported):
     again = add_metadata(content, {"labels": ["x"]})
     assert tflite.read_metadata(again) == {"labels": ["x"]}
     assert len(again) < len(content) + 1000  # replaced, not appended
-    probs = tflite.TFLiteStream(again).run(np.zeros((2, 1536), np.float32))
-    np.testing.assert_allclose(probs, tflite.TFLiteStream(content).run(
+    probs = tflite.TFLiteModel(again).run(np.zeros((2, 1536), np.float32))
+    np.testing.assert_allclose(probs, tflite.TFLiteModel(content).run(
         np.zeros((2, 1536), np.float32)), atol=1e-7)
 
 

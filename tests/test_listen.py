@@ -14,11 +14,11 @@ import pytest
 
 from conftest import busy_batchnorm, write_wav
 from kws_tf import artifacts, cli
-from kws_tf.inference import streaming_model
-from kws_tf.inference.packets import (StreamingRunner, StreamResampler, pcm_packets,
-                                      wav_packets)
-from kws_tf.inference.scorers import softmax
-from kws_tf.inference.streaming import RecognizeCommands
+from kws_tf.streaming import model as streaming_model
+from kws_tf.metrics import softmax
+from kws_tf.streaming.audio import StreamResampler, pcm_packets, wav_packets
+from kws_tf.streaming.runner import StreamingRunner
+from kws_tf.streaming.decision import RecognizeCommands
 from kws_tf.layers.resample import Resample
 from kws_tf.listen import main as listen
 from kws_tf.models import build_model
@@ -109,7 +109,7 @@ def test_listen_wav_stdin_json_and_saved_streaming_model(files, speech, tmp_path
     assert listen([str(files[8000]), "-", "--json", *FLAGS], stdin=io.BytesIO(speech.tobytes()),
                   stdout=out, stderr=io.StringIO()) == 0
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert all(set(r) == {"label", "score", "time"} for r in rows)
+    assert all(set(r) == {"label", "score", "start", "time"} for r in rows)
     assert [r["label"] for r in rows] == [d.label for d in expect]
     assert [r["time"] for r in rows] == pytest.approx([d.time for d in expect])
 
@@ -157,7 +157,7 @@ def test_listen_one_line_for_each_odd_input(files, speech, tmp_path, capsys):
     fake = tmp_path / "model_float32.tflite"
     fake.write_bytes(b"not a flatbuffer")
     for argv, says in [([str(folder), str(files["wav"])], "is a SavedModel (a window model)"),
-                       ([str(fake), str(files["wav"])], "cannot load as a TFLite streaming model"),
+                       ([str(fake), str(files["wav"])], "cannot load as a TFLite model"),
                        ([model16, str(tmp_path / "none.wav")], "none.wav: no such file"),
                        ([str(tmp_path / "none.keras"), "-"], "no model at")]:
         assert cli.run(listen, argv) == 2
@@ -203,11 +203,11 @@ def test_predict_stream_packets(files, capsys):
     heard = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["label"] for r in rows] == [r["label"] for r in heard]
     assert [r["time"] for r in rows] == pytest.approx([r["time"] for r in heard], abs=1e-6)
-    assert all(r["file"] == str(files["wav"]) for r in rows)
+    assert [r["start"] for r in rows] == pytest.approx([r["start"] for r in heard], abs=1e-6)
     # another window length: the window model itself slides (a streaming model scores 1 s)
     assert cli.run(predict, argv + ["--window", "0.8"]) == 0
     assert "rounded" not in capsys.readouterr().err
-    from kws_tf.inference import streaming_model
+    from kws_tf.streaming import model as streaming_model
 
     saved = streaming_model.save(streaming_model.build_streaming_model(_model(16000), 2),
                                  files["wav"].parent / "model_stream.keras", LABELS)

@@ -8,7 +8,8 @@ import _small_kws as small
 from conftest import write_wav
 from kws_tf.data import read_wav
 from kws_tf.predict import load_scorer, main, read_clip
-from kws_tf.inference.streaming import RecognizeCommands, stream
+from kws_tf.streaming.decision import RecognizeCommands
+from kws_tf.streaming.windows import stream
 
 
 @pytest.fixture(scope="module")
