@@ -97,8 +97,10 @@ def test_metadata_travels_inside_the_file(exported):
     assert meta["decision_source"] == "model" and meta["decision_chosen"]["by"] == "export"
     assert set(meta["decision"]) == set(DEFAULTS)  # all four are command words: no view
     assert meta["signature"] == "serving_default" and meta["inputs"][0] == "audio"
-    # window files carry none; the keras stream records the same decision settings
-    assert tflite.read_metadata(out / "model_float32.tflite") is None
+    # the window files carry the same decision settings (a stream slid over them decides alike)
+    window = tflite.read_metadata(out / "model_float32.tflite")
+    assert window["decision"] == meta["decision"] and window["labels"] == WORDS
+    assert window["format"] == "kws_tf.window" and window["sample_rate"] == 8000
     info = artifacts.read_model_info(out / "model_stream.keras")
     assert info["decision"] == meta["decision"] and info["hop"] == 1536
 
@@ -189,3 +191,96 @@ def test_latency_benchmark_rows():
     checks = [r for r in rows if "check" in r]
     assert any("ms per packet" in r["check"] for r in checks)
     assert all(r["decisions_ratio"] == pytest.approx(2.6, abs=0.01) for r in checks if "ratio" in r)
+
+
+# ----------------------------------------------------------------------------- the runtime
+@pytest.fixture(scope="module")
+def recording(subset_root, tmp_path_factory):
+    """4 s of real speech at 22.05 kHz (another rate: resampled as it is read)."""
+    from conftest import write_wav
+    from kws_tf.data import read_wav
+    from kws_tf.data.audio import fix_length, resample
+
+    clips = [fix_length(read_wav(sorted((subset_root / w).glob("*.wav"))[0])[0], 16000)
+             for w in WORDS]
+    path = tmp_path_factory.mktemp("recording") / "words.wav"
+    return write_wav(path, resample(np.concatenate(clips), 16000, 22050), 22050)
+
+
+def _run_without_tf(argv):
+    """Run ``python -m kws_tf.<argv[0]> argv[1:]`` in a fresh interpreter, then report which
+    of tensorflow/keras it imported (the CLI's main runs in-process there, as ``-m`` would)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom kws_tf import cli\nimport importlib\n"
+            f"main = importlib.import_module('kws_tf.{argv[0]}').main\n"
+            f"rc = cli.run(main, {list(map(str, argv[1:]))!r})\n"
+            "print('IMPORTED', [m for m in ('tensorflow', 'keras') if m in sys.modules])\n"
+            "sys.exit(rc)")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_listen_and_predict_on_tflite_import_no_tensorflow_or_keras(exported, recording):
+    out, _ = exported
+    listened = _run_without_tf(["listen", out / "model_stream_int8.tflite", recording,
+                                "--threshold", "0.3"])
+    assert listened.returncode == 0, listened.stderr
+    assert "IMPORTED []" in listened.stdout
+    # it ran to the end of the recording: every whole 1536-sample packet of the 4 s
+    assert f"keyword(s) in {64000 // 1536 * 1536 / 16000:.2f} s of" in listened.stderr
+    # predict on the export folder: it picks the float32 window file, still without TensorFlow
+    predicted = _run_without_tf(["predict", out, recording])
+    assert predicted.returncode == 0, predicted.stderr
+    assert "IMPORTED []" in predicted.stdout
+    assert "labelling clips with model_float32.tflite" in predicted.stderr
+    assert str(recording) in predicted.stdout
+
+
+def test_an_export_folder_stands_for_its_model(exported, recording, model_path, tmp_path, capsys):
+    from kws_tf import cli
+    from kws_tf.evaluate import main as evaluate
+    from kws_tf.inference.resolve import resolve_model
+    from kws_tf.listen import main as listen
+    from kws_tf.predict import main as predict
+
+    out, _ = exported
+    assert resolve_model(out, "stream") == out / "model_stream_int8.tflite"
+    assert resolve_model(out, "predict") == out / "model_float32.tflite"
+    assert resolve_model(out / "model_int8.tflite", "stream") == out / "model_int8.tflite"
+    # listen and predict --stream: the same file, the same detections, said in one line
+    assert listen([str(out), str(recording), "--json", "--threshold", "0.3"]) == 0
+    heard = capsys.readouterr()
+    assert f"note: {out} is a model folder: streaming with model_stream_int8.tflite" in heard.err
+    assert predict([str(out), str(recording), "--stream", "--json", "--threshold", "0.3"]) == 0
+    streamed = capsys.readouterr()
+    assert streamed.out == heard.out
+    assert "streaming with model_stream_int8.tflite" in streamed.err
+    # evaluate runs Keras: this export has no model.keras, and says what it looked for ...
+    assert cli.run(evaluate, [str(out), "--data", "synthetic"]) == 2
+    assert "no model file for evaluation in" in capsys.readouterr().err
+    # ... a folder with one gets it picked
+    (tmp_path / "model.keras").write_bytes(model_path.read_bytes())
+    assert resolve_model(tmp_path, "evaluate") == tmp_path / "model.keras"
+
+
+def test_listen_on_a_window_tflite_says_which_file_to_use(exported, recording, capsys):
+    from kws_tf import cli
+    from kws_tf.listen import main as listen
+
+    out, _ = exported
+    assert cli.run(listen, [str(out / "model_int8.tflite"), str(recording)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert "model_stream_*.tflite" in err[0] and "export MODEL --streaming" in err[0]
+
+
+def test_predict_stream_on_a_window_tflite_uses_its_decision_settings(exported, recording, capsys):
+    from kws_tf.predict import main as predict
+
+    out, _ = exported
+    assert predict([str(out / "model_float32.tflite"), str(recording), "--stream"]) == 0
+    err = capsys.readouterr().err
+    assert "(the model's)" in err and "(default)" not in err
+    assert "rounded" not in err  # no --hop given: nothing to round

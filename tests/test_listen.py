@@ -159,7 +159,7 @@ def test_listen_one_line_for_each_odd_input(files, speech, tmp_path, capsys):
     for argv, says in [([str(folder), str(files["wav"])], "is a SavedModel (a window model)"),
                        ([str(fake), str(files["wav"])], "cannot load as a TFLite model"),
                        ([model16, str(tmp_path / "none.wav")], "none.wav: no such file"),
-                       ([str(tmp_path / "none.keras"), "-"], "no model at")]:
+                       ([str(tmp_path / "none.keras"), "-"], "no model file at")]:
         assert cli.run(listen, argv) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert lines[-1].startswith("error: ") and says in lines[-1], (argv, lines)

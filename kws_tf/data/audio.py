@@ -191,9 +191,21 @@ def resample(x, orig: int, new: int) -> np.ndarray:
     x = np.asarray(x, np.float32)
     if orig == new:
         return x
-    from ..streaming.audio import StreamResampler  # the one numpy resampler, fed at once
+    kernel, width, o, _ = sinc_resample_kernel(int(orig), int(new))
+    pad = [(0, 0)] * (x.ndim - 1) + [(width, width + o)]  # Resample's zeros around the input
+    y = sinc_frames(np.pad(x.astype(np.float64), pad), kernel, o)
+    return y[..., :resampled_length(x.shape[-1], orig, new)].astype(np.float32)
 
-    return StreamResampler(int(orig), int(new))(x, last=True)
+
+def sinc_frames(padded, kernel, orig: int) -> np.ndarray:
+    """The resampler's convolution: every output phase of each whole frame of ``padded``
+    (..., samples) with a stride of ``orig`` samples; float64 (..., frames * phases)."""
+    taps = kernel.shape[0]
+    frames = (padded.shape[-1] - taps) // orig + 1
+    if frames <= 0:
+        return np.zeros(padded.shape[:-1] + (0,))
+    view = np.lib.stride_tricks.sliding_window_view(padded, taps, axis=-1)[..., ::orig, :][..., :frames, :]
+    return (view @ kernel).reshape(padded.shape[:-1] + (-1,))
 
 
 def fix_length(x: np.ndarray, n: int) -> np.ndarray:

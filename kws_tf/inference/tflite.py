@@ -140,9 +140,11 @@ class TFLiteModel:
         try:
             self.interpreter = interpreter_class()(model_content=content, num_threads=num_threads)
             signatures = self.interpreter.get_signature_list()
-            self.runner = (self.interpreter.get_signature_runner("serving_default")
-                           if "serving_default" in signatures else None)
-            self.interpreter.allocate_tensors()
+            self.runner = None
+            if "serving_default" in signatures:  # a streaming file (its runner allocates)
+                self.runner = self.interpreter.get_signature_runner("serving_default")
+            else:
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ValueError(f"{where}: cannot load as a TFLite model ({str(e).splitlines()[0]})") from None
         self.size_bytes = len(content)

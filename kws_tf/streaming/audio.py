@@ -10,7 +10,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from ..data.audio import (SAMPLE_RATE, DataError, WavInfo, check_rate, decode_frames,
-                          sinc_resample_kernel, wav_info)
+                          sinc_frames, sinc_resample_kernel, wav_info)
 from ..data.audio import _check as _check_header
 
 STREAM_RATE = SAMPLE_RATE  # a microphone's rate: streaming models take 16 kHz packets
@@ -148,13 +148,8 @@ class StreamResampler:
         if last:
             parts.append(np.zeros(self.width + self.orig))
         buf = np.concatenate(parts)
-        frames = (len(buf) - self.taps) // self.orig + 1 if len(buf) >= self.taps else 0
-        if frames <= 0:
-            self.buffer = buf
-            return np.zeros(0, np.float32)
-        view = np.lib.stride_tricks.sliding_window_view(buf, self.taps)[::self.orig][:frames]
-        y = (view @ self.kernel).reshape(-1)
-        self.buffer = buf[frames * self.orig:]
+        y = sinc_frames(buf, self.kernel, self.orig)
+        self.buffer = buf[len(y) // self.new * self.orig:]
         if last:
             total = math.ceil(self.new * self.seen / self.orig)
             y = y[:max(total - self.emitted, 0)]
