@@ -284,3 +284,48 @@ def test_predict_stream_on_a_window_tflite_uses_its_decision_settings(exported, 
     err = capsys.readouterr().err
     assert "(the model's)" in err and "(default)" not in err
     assert "rounded" not in err  # no --hop given: nothing to round
+
+
+@pytest.mark.slow
+def test_listen_and_predict_run_in_a_venv_without_tensorflow(exported, recording, tmp_path):
+    """``pip install --no-deps kws_tf numpy ai-edge-litert`` (docs/export.md, "on a device"),
+    in a fresh venv: listen and predict run the exported .tflite files there."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, _ = exported
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+
+    def pip(*args):
+        return subprocess.run([python, "-m", "pip", "install", "-q", *args], capture_output=True,
+                              text=True, timeout=600, cwd=tmp_path)
+
+    deps = pip("numpy", "ai-edge-litert")  # from pip's configured index or wheel folder
+    if deps.returncode:
+        pytest.skip("numpy and ai-edge-litert cannot be installed here (no index or wheels): "
+                    + deps.stderr.strip().splitlines()[-1])
+    repo = Path(__file__).resolve().parents[1]
+    installed = pip("--no-deps", str(repo))
+    assert installed.returncode == 0, installed.stderr
+    assert subprocess.run([python, "-c", "import tensorflow"], capture_output=True,
+                          cwd=tmp_path).returncode != 0  # the venv has no TensorFlow
+    assert subprocess.run([python, "-c", "import keras"], capture_output=True,
+                          cwd=tmp_path).returncode != 0
+
+    def run(*argv):
+        # cwd outside the repository: the installed package runs, not the checkout
+        r = subprocess.run([python, "-m", *map(str, argv)], capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    heard = run("kws_tf.listen", out / "model_stream_int8.tflite", recording, "--json",
+                "--threshold", "0.3")
+    streamed = run("kws_tf.predict", out, recording, "--stream", "--json", "--threshold", "0.3")
+    assert streamed.stdout == heard.stdout
+    labelled = run("kws_tf.predict", out, recording)
+    assert "labelling clips with model_float32.tflite" in labelled.stderr
+    assert labelled.stdout.startswith(f"{recording}: ")
