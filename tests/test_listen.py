@@ -347,3 +347,18 @@ def test_a_stream_shorter_than_the_window_is_scored_to_its_end(files, speech):
     out, err = _listen([str(files[16000]), "-"], stdin=io.BytesIO(clip.tobytes()))
     assert err.count("shorter than the model's 1 s window") == 1
     assert f"in {whole * runner.hop / 16000:.2f} s of standard input" in err
+
+
+def test_predict_stream_and_listen_share_one_path_and_default_hop(files, capsys):
+    """No --hop: both stream the window model.keras at its default hop (no rounding note),
+    and print the same lines."""
+    from kws_tf.predict import main as predict
+
+    args = [str(files[16000]), str(files["wav"]), *FLAGS]
+    assert predict([*args[:2], "--stream", *FLAGS]) == 0
+    streamed = capsys.readouterr()
+    heard_out, heard_err = _listen(args)
+    assert streamed.out == heard_out and heard_out
+    assert "rounded" not in streamed.err and "rounded" not in heard_err
+    assert "streaming it exactly in 48 ms packets (its default hop)" in streamed.err
+    assert streamed.err.strip().splitlines()[-1] == heard_err.strip().splitlines()[-1]

@@ -4,7 +4,8 @@ import pytest
 
 from conftest import tiny_variant
 from kws_tf import artifacts, build_model
-from kws_tf.inference.scorers import KerasScorer, load_scorer, read_labels, softmax
+from kws_tf.inference.scorers import KerasScorer, load_scorer, read_labels
+from kws_tf.metrics import softmax
 
 
 def test_softmax_is_stable_and_normalised():
@@ -29,7 +30,7 @@ def test_load_scorer_picks_the_format_and_refuses_others(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"x")
     with pytest.raises(ValueError, match="unknown model format"):
         load_scorer(tmp_path / "model.onnx")
-    with pytest.raises(FileNotFoundError, match="no model at"):
+    with pytest.raises(FileNotFoundError, match="no model file at"):
         load_scorer(tmp_path / "missing.keras")
 
 
