@@ -156,13 +156,12 @@ def main(argv=None) -> int:
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such file")
     model = resolve_model(args.model, "predict" if args.windows else "stream", note)
+    slid = args.windows or args.window != 1.0
     if is_streaming_model(model):
-        if args.windows or args.window != 1.0:
+        if slid:
             raise ValueError(f"{model.name} is a streaming model: it scores 1 s windows packet "
                              "by packet, so --window must be 1.0 and --windows does not apply")
-    elif model.suffix == ".keras" and not args.windows and args.window == 1.0:
-        pass  # a window model.keras streams exactly, as in listen
-    else:
+    elif slid or model.suffix != ".keras":  # a window model.keras streams exactly, as listen does
         return slide_windows(args, model, path, note)
     from .streaming.audio import wav_packets
     from .streaming.runner import StreamingRunner
