@@ -15,7 +15,7 @@ def stages(variant, rate, path, hop_strides, repeats, threads, rounds: int = 5) 
     import keras
 
     from kws_tf.export.stream import tflite_stream_graph
-    from kws_tf.inference import streaming_model as sm
+    from kws_tf.streaming import model as sm
     from kws_tf.inference.tflite import TFLiteModel
 
     model, _ = _model(variant, rate, path)

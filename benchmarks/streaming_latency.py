@@ -80,10 +80,10 @@ def _known_labels(root, labels):
 def bench(variant, rate, path, data_root, hop_strides, repeats, threads, schemes) -> list:
     from kws_tf.export import convert_tflite
     from kws_tf.export.stream import calibration_feeds, convert_stream_tflite, tflite_stream_graph
-    from kws_tf.inference import streaming_model as sm
-    from kws_tf.inference.tflite import TFLiteModel, TFLiteStream
+    from kws_tf.streaming import model as sm
+    from kws_tf.inference.tflite import TFLiteModel
 
-    from kws_tf.inference.stream_geometry import streaming_cost
+    from kws_tf.streaming.geometry import streaming_cost
 
     model, info = _model(variant, rate, path)
     if isinstance(hop_strides, float):  # seconds: the longest hop within them
@@ -108,7 +108,7 @@ def bench(variant, rate, path, data_root, hop_strides, repeats, threads, schemes
                      "macs_per_call": cost["macs_per_window"],
                      "macs_per_second": cost["window_per_second"]})
         content, _ = convert_stream_tflite(unrolled, sinfo, q, feeds, int8_scheme=scheme)
-        runner = TFLiteStream(content, num_threads=threads)
+        runner = TFLiteModel(content, num_threads=threads)
         state = {"states": runner.zero_states(), "i": 0}
 
         def step():
@@ -138,7 +138,7 @@ def _micro(content) -> dict:
 
 def longest_hop_strides(model, seconds: float) -> int:
     """The most strides whose packet lasts no longer than ``seconds`` (at least one)."""
-    from kws_tf.inference.stream_geometry import streaming_geometry
+    from kws_tf.streaming.geometry import streaming_geometry
 
     g = streaming_geometry(model)
     return max(int(seconds * g.model_rate + 1e-9) // g.stride, 1)
@@ -182,8 +182,8 @@ def int8_choices(path, data_root, repeats: int, threads: int) -> list:
     from kws_tf.export.clips import NOISE_SHARE
     from kws_tf.export.stream import (calibration_feeds, convert_stream_tflite, keras_stream,
                                       stream_packets, tflite_stream_graph)
-    from kws_tf.inference import streaming_model as sm
-    from kws_tf.inference.tflite import TFLiteModel, TFLiteStream
+    from kws_tf.streaming import model as sm
+    from kws_tf.inference.tflite import TFLiteModel
 
     model, info = artifacts.load_model(path, compile=False)
     rate = int(model.input_shape[-1])
@@ -215,7 +215,7 @@ def int8_choices(path, data_root, repeats: int, threads: int) -> list:
             row[f"{s}_accuracy"] = float((lite.probabilities(d.audio).argmax(-1) == d.labels).mean())
         rows.append(row)
         content, _ = convert_stream_tflite(unrolled, sinfo, q, feeds[calib], int8_scheme=scheme)
-        runner = TFLiteStream(content, num_threads=threads)
+        runner = TFLiteModel(content, num_threads=threads)
         row = {"model": "stream", "choice": name, "size_bytes": len(content)}
         for s, d in splits.items():
             packets = stream_packets(d.stream_clips(rate)[1], sinfo)

@@ -5,7 +5,7 @@ For each streaming file, float32 and int8: the page (``python -m kws_tf.web``'s 
 on 127.0.0.1, in headless Debian chromium driven by Playwright) is fed ``--packets`` packets
 of noise through ``window.kws.feed``; its per-packet times (``window.kws.timings``: tensors in,
 ``model.run``, tensors out, as the page pays them on the microphone) are summarised after
-10 warm-up packets.  Python: ``TFLiteStream.step`` (ai_edge_litert, ``--threads`` threads,
+10 warm-up packets.  Python: ``TFLiteModel.step`` (ai_edge_litert, ``--threads`` threads,
 default 1 as LiteRT.js's non-threaded WebAssembly build) on the same packets, states fed
 back by name.  Models: ``--export FOLDER`` (an export with model_stream_*.tflite files), else
 the study's gru4 at ``--rates`` with random weights (latency does not depend on the weights)
@@ -14,7 +14,6 @@ and int8 calibrated on noise.  Results go to ``benchmarks/results/web-latency-<m
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -23,6 +22,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from kws_tf import cli
 
 import numpy as np
 
@@ -35,7 +36,7 @@ def random_stream_files(variant: str, rate: int, folder: Path) -> Path:
     random weights, in ``folder``."""
     from kws_tf.export.metadata import add_metadata, stream_metadata
     from kws_tf.export.stream import calibration_feeds, convert_stream_tflite, tflite_stream_graph
-    from kws_tf.inference import streaming_model as sm
+    from kws_tf.streaming import model as sm
 
     from .streaming_latency import _clips, _model
 
@@ -54,9 +55,9 @@ def random_stream_files(variant: str, rate: int, folder: Path) -> Path:
 
 
 def python_ms(path: Path, packets: int, threads: int) -> dict:
-    from kws_tf.inference.tflite import TFLiteStream
+    from kws_tf.inference.tflite import TFLiteModel
 
-    runner = TFLiteStream(path, num_threads=threads)
+    runner = TFLiteModel(path, num_threads=threads)
     noise = np.random.default_rng(0).uniform(-0.1, 0.1, (packets, runner.hop)).astype(np.float32)
     state = {"states": runner.zero_states(), "i": 0}
 
@@ -142,7 +143,7 @@ def _print(rows) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.web_latency",
+    p = cli.ArgumentParser(prog="python -m benchmarks.web_latency",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--export", action="append", default=[], metavar="FOLDER",
                    help="an export folder with model_stream_float32/int8.tflite (repeatable)")

@@ -15,7 +15,11 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-import keras
+from .platform.quiet import import_keras_quietly
+
+import_keras_quietly()  # TensorFlow's native start-up lines muted (kws_tf/__init__ no longer imports Keras)
+
+import keras  # noqa: E402
 
 META_ENTRY = "kws_tf.json"
 

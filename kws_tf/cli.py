@@ -93,3 +93,31 @@ def first_paragraph(doc: str) -> str:
     """A module docstring's first paragraph as one line: a command's description (its first
     line alone can stop mid-sentence)."""
     return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+def add_decision_args(parser) -> None:
+    """--threshold, --average, --suppression, --min-count and --words: how ``listen`` and
+    ``predict --stream`` decide, in the same words."""
+    from .streaming.decision import DEFAULTS
+
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="averaged probability a word needs (default: the model's own "
+                             f"setting, else {DEFAULTS['threshold']})")
+    parser.add_argument("--average", type=float, default=None,
+                        help=f"seconds of windows averaged (default: the model's, else {DEFAULTS['average']})")
+    parser.add_argument("--suppression", type=float, default=None,
+                        help="seconds after a detection with none reported (default: the "
+                             f"model's, else {DEFAULTS['suppression']})")
+    parser.add_argument("--min-count", type=int, default=2,
+                        help="windows needed in the average before anything is reported (default 2)")
+    parser.add_argument("--words", default=None, metavar="WORD,...",
+                        help="report only these words, the other labels counting as _unknown_; "
+                             "'all' for every label (default: the model's own words: a model of "
+                             "all 35 words spots the ten commands; else every label)")
+
+
+def check_decision_args(args) -> None:
+    """Bad decision flags fail before a model loads."""
+    from .streaming.decision import check_settings
+
+    check_settings(args.threshold, args.average, args.suppression, args.min_count)

@@ -10,7 +10,8 @@ from . import cli
 
 def main(argv=None) -> int:
     p = cli.ArgumentParser(prog="python -m kws_tf.evaluate", description=__doc__)
-    p.add_argument("model", help="a model.keras written by kws_tf.train")
+    p.add_argument("model", help="a model.keras written by kws_tf.train, or a folder holding "
+                                 "one (a run or export folder)")
     cli.add_data_args(p)
     p.add_argument("--split", default="testing", choices=("training", "validation", "testing"),
                    help="the split to score (default testing)")
@@ -31,6 +32,11 @@ def main(argv=None) -> int:
 
     if args.output:  # before anything is computed: a bad folder fails in one line, at once
         artifacts.check_output_folder(args.output)
+
+    from .inference.resolve import resolve_model
+
+    args.model = resolve_model(args.model, "evaluate",
+                               lambda line: print(line, file=sys.stderr, flush=True))
     model, info = artifacts.load_model(args.model, compile=False)
     root = resolve_data(args.data)
     # Only the split scored needs clips: a folder of test recordings alone is enough.  Batches

@@ -7,7 +7,11 @@ code runs on the TensorFlow, PyTorch and JAX backends.
 """
 from __future__ import annotations
 
-import keras
+from .platform.quiet import import_keras_quietly
+
+import_keras_quietly()  # TensorFlow's native start-up lines muted
+
+import keras  # noqa: E402
 import numpy as np
 
 from .layers.fused import ConvBatchNorm1D, ConvBatchNormPool1D

@@ -1,7 +1,9 @@
 """python -m kws_tf.predict MODEL FILE_OR_DIR...: label WAV files, or --stream a long recording.
 
 MODEL is a ``model.keras`` (kws_tf.train), a SavedModel folder or a ``.tflite`` file (both from
-kws_tf.export; their labels come from the ``labels.txt`` beside them).  WAVs of any sample
+kws_tf.export; their labels come from the file's metadata or the ``labels.txt`` beside them),
+or an export folder (``model_float32.tflite`` is picked for clips, the streaming int8 file
+for ``--stream``; said in one line).  A ``.tflite`` file runs without TensorFlow or Keras.  WAVs of any sample
 rate, channel count and bit depth are read like the training data: channels averaged,
 resampled with kws_tf.Resample, padded/cropped to 1 s.  A file that cannot be read gets a
 one-line error and the others still run; the exit code is 1 if any failed.
@@ -14,16 +16,14 @@ speech_commands ``RecognizeCommands``).  Labels starting with ``_`` (``_silence_
 ``_unknown_``) are never reported.
 
 A streaming model (``model_stream.keras``, ``model_stream_*.tflite``) or a window
-``model.keras`` (whose exact streaming model is built on the fly) runs packet by packet
-(``kws_tf.listen``'s path): the windows are those that end at packet boundaries, ``--hop`` is
-rounded to a whole number of the model's strides (and says so), and the scores are exactly the
-window model's.  ``--windows`` (and SavedModels, window ``.tflite`` files, ``--window`` other
-than 1 s) slides the window model itself, from the recording's first sample.
+``model.keras`` (whose exact streaming model is built on the fly) runs packet by packet:
+``kws_tf.listen``'s path, default hop and output.  ``--windows`` (and SavedModels, window
+``.tflite`` files, ``--window`` other than 1 s) slides the window model itself, from the
+recording's first sample, every ``--hop`` seconds (default 0.25).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -33,7 +33,6 @@ import numpy as np
 
 from . import cli
 from .inference.scorers import Scorer, load_scorer
-from .inference.streaming import DEFAULTS, RecognizeCommands, decision_settings, recognizer, stream
 
 AUDIO_SUFFIXES = (".wav", ".wave")
 
@@ -113,10 +112,10 @@ def predict_files(scorer: Scorer, paths, k: int = 3, as_json: bool = False, batc
 
 # ----------------------------------------------------------------------------- CLI
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m kws_tf.predict", description=__doc__.split("\n\n")[0],
+    p = cli.ArgumentParser(prog="python -m kws_tf.predict", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="model.keras, a SavedModel folder, or a .tflite file")
+    p.add_argument("model", help="model.keras, a SavedModel folder, a .tflite file, or an export folder")
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="WAV files or folders of them")
     p.add_argument("--top-k", type=int, default=3, help="labels printed per file (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per file (or detection)")
@@ -124,22 +123,9 @@ def parse_args(argv=None):
     s.add_argument("--stream", action="store_true", help="detect keywords in one long WAV file")
     s.add_argument("--window", type=float, default=1.0, help="window length in seconds (default 1.0)")
     s.add_argument("--hop", type=float, default=None,
-                   help="seconds between windows (default 0.25; a streaming model's: its packet)")
-    s.add_argument("--threshold", type=float, default=None,
-                   help="averaged probability a word needs to be reported (default: the "
-                        f"model's own setting, else {DEFAULTS['threshold']})")
-    s.add_argument("--average", type=float, default=None,
-                   help="seconds of windows averaged before deciding (default: the model's, "
-                        f"else {DEFAULTS['average']})")
-    s.add_argument("--suppression", type=float, default=None,
-                   help="seconds after a detection during which nothing is reported (default: "
-                        f"the model's, else {DEFAULTS['suppression']})")
-    s.add_argument("--min-count", type=int, default=2,
-                   help="windows needed in the average before anything is reported (default 2)")
-    s.add_argument("--words", default=None, metavar="WORD,...",
-                   help="report only these words, the other labels counting as _unknown_; "
-                        "'all' for every label (default: the model's own words: a model of "
-                        "all 35 words spots the ten commands; else every label)")
+                   help="seconds between windows (default: a streaming model's packet, a window "
+                        "model.keras's default hop; 0.25 when sliding windows)")
+    cli.add_decision_args(s)
     s.add_argument("--windows", action="store_true",
                    help="slide the window model itself over the recording instead of running "
                         "its exact streaming model packet by packet (what SavedModels and "
@@ -152,39 +138,56 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-
-    if args.stream and not args.windows and (is_streaming_model(args.model) or (
-            Path(args.model).suffix == ".keras" and args.window == 1.0)):
-        return stream_packets(args)
-    scorer = load_scorer(args.model)
-    k = min(args.top_k, len(scorer.labels))
+    note = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if not args.stream:
-        failed = predict_files(scorer, args.inputs, k, args.json)
+        scorer = load_scorer(args.model, note)
+        failed = predict_files(scorer, args.inputs, min(args.top_k, len(scorer.labels)), args.json)
         if failed and not args.json:
             print(f"{failed} file(s) could not be read", file=sys.stderr)
         return 1 if failed else 0
 
+    from .inference.resolve import resolve_model
+    from .streaming.runner import report
+
+    cli.check_decision_args(args)
     if len(args.inputs) != 1 or Path(args.inputs[0]).is_dir():
         raise ValueError("--stream takes exactly one WAV file")
     path = args.inputs[0]
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such file")
-    detector = _recognizer(args, scorer.labels, getattr(scorer, "info", {}))
-    audio = read_audio(path, scorer.sample_rate)
-    detections = stream(scorer, audio, args.window, 0.25 if args.hop is None else args.hop,
-                        detector)
-    for d in detections:
-        if args.json:
-            print(json.dumps({"file": str(path), **dataclasses.asdict(d)}), flush=True)
-        else:
-            print(f"{d.start:8.2f}s  {d.label:<10s} {d.score:.3f}  (detected at {d.time:.2f}s)")
-    if not args.json:
-        print(f"{len(detections)} keyword(s) in {len(audio) / scorer.sample_rate:.2f} s of {path}",
-              file=sys.stderr)
+    model = resolve_model(args.model, "predict" if args.windows else "stream", note)
+    slid = args.windows or args.window != 1.0
+    if is_streaming_model(model):
+        if slid:
+            raise ValueError(f"{model.name} is a streaming model: it scores 1 s windows packet "
+                             "by packet, so --window must be 1.0 and --windows does not apply")
+    elif slid or model.suffix != ".keras":  # a window model.keras streams exactly, as listen does
+        return slide_windows(args, model, path, note)
+    from .streaming.audio import wav_packets
+    from .streaming.runner import StreamingRunner
+
+    runner = StreamingRunner.load(model, args.hop, note=note)
+    report(runner.windows(wav_packets(path, runner.hop, note), note), runner.labels, runner.info,
+           args, sys.stdout, note, path, lambda: runner.input_seconds)
     return 0
 
 
-# ----------------------------------------------------------------------------- packets
+def slide_windows(args, model, path, note) -> int:
+    """--stream by sliding the window model over the whole recording (SavedModels, window
+    .tflite files, --windows), decided and printed as the stream path does."""
+    from .streaming.geometry import WINDOW_HOP_SECONDS
+    from .streaming.runner import report
+    from .streaming.windows import slide
+
+    scorer = load_scorer(model)
+    audio = read_audio(path, scorer.sample_rate)
+    hop = WINDOW_HOP_SECONDS if args.hop is None else args.hop
+    report(zip(*slide(scorer, audio, args.window, hop)), scorer.labels,
+           getattr(scorer, "info", {}), args, sys.stdout, note, path,
+           lambda: len(audio) / scorer.sample_rate)
+    return 0
+
+
 def is_streaming_model(path) -> bool:
     """A model_stream.keras or a streaming .tflite (audio and state_* inputs)."""
     path = Path(path)
@@ -195,54 +198,10 @@ def is_streaming_model(path) -> bool:
 
         return bool(read_model_info(path).get("streaming"))
     if path.suffix == ".tflite":
-        from .inference.packets import TFLiteStep
+        from .inference.tflite import TFLiteModel
 
-        try:
-            TFLiteStep(path)
-        except ValueError:
-            return False
-        return True
+        return TFLiteModel(path).streaming
     return False
-
-
-def _recognizer(args, labels, info: dict) -> RecognizeCommands:
-    """The detector with the flags' settings, else the model's own, else the defaults (said)."""
-    settings, line = decision_settings(info, args.threshold, args.average, args.suppression,
-                                       args.words)
-    print(line, file=sys.stderr, flush=True)
-    return recognizer(labels, settings, args.min_count)
-
-
-def stream_packets(args) -> int:
-    """--stream through a streaming model, one packet at a time (kws_tf.listen's path)."""
-    from .inference.packets import StreamingRunner, wav_packets
-
-    if len(args.inputs) != 1 or Path(args.inputs[0]).is_dir():
-        raise ValueError("--stream takes exactly one WAV file")
-    if args.window != 1.0:
-        raise ValueError("a streaming model scores 1 s windows: --window must be 1.0")
-    path = args.inputs[0]
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    note = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    # A window model built into a streaming one gets the window path's default hop (rounded).
-    hop = 0.25 if args.hop is None and not is_streaming_model(args.model) else args.hop
-    recognizer_args = (args.average, args.threshold, args.suppression, args.min_count)
-    RecognizeCommands(["x"], *recognizer_args)  # bad settings fail before the model loads
-    runner = StreamingRunner.load(args.model, hop, note=note)
-    detector = _recognizer(args, runner.labels, runner.info)
-    found = 0
-    for d in runner.detections(wav_packets(path, runner.hop, note), detector):
-        found += 1
-        if args.json:
-            print(json.dumps({"file": str(path), **dataclasses.asdict(d)}), flush=True)
-        else:
-            print(f"{d.start:8.2f}s  {d.label:<10s} {d.score:.3f}  (detected at {d.time:.2f}s)",
-                  flush=True)
-    if not args.json:
-        print(f"{found} keyword(s) in {runner.packets * runner.hop_seconds:.2f} s of {path}",
-              file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

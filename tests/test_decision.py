@@ -12,7 +12,7 @@ from kws_tf.detection import choose
 from kws_tf.detection.recordings import split_recordings
 from kws_tf.detection import scoring
 from kws_tf.detection.scoring import evaluate_setting, score_windows
-from kws_tf.inference.streaming import RecognizeCommands, decision_settings, keyword_view
+from kws_tf.streaming.decision import RecognizeCommands, decision_settings, keyword_view
 
 
 class ToneScorer:
@@ -199,9 +199,9 @@ def test_export_chooses_settings_only_for_a_spotter_without_its_own(tiny_root, m
     own = {**info, "decision": {"threshold": 0.7}}
     assert folder._with_decision("m.keras", own, str(tiny_root), said.append) is own
     assert folder._with_decision("m.keras", info, None, said.append) is info
-    from kws_tf.export.metadata import decision_settings
+    from kws_tf.streaming.decision import stored_decision
 
-    assert decision_settings(got) == ({**got["decision"]}, "model")
+    assert stored_decision(got) == ({**got["decision"]}, "model")
 
 
 @pytest.mark.slow
@@ -229,3 +229,23 @@ def test_train_of_every_word_chooses_settings_that_spot_the_command_words(tiny_r
     assert main([*fast, "--output", str(tmp_path / "plain"), "--no-decision"]) == 0
     assert "decision" not in artifacts.read_model_info(tmp_path / "plain" / "model.keras")
     assert "decision settings" not in capsys.readouterr().out
+
+
+def test_fast_detect_and_recognize_commands_agree_on_a_keyword_view():
+    """``words``: both deciders see the other labels summed into _unknown_ (one rule)."""
+    rng = np.random.default_rng(3)
+    labels = ["_silence_", "_unknown_", "yes", "no", "up", "down"]
+    n = 300
+    ends = 1.0 + 0.1 * np.arange(n)
+    word = np.repeat(rng.integers(0, len(labels), n // 6 + 1), 6)[:n]
+    probs = rng.dirichlet(np.ones(len(labels)), n) * 0.4
+    probs[np.arange(n), word] += rng.uniform(0.3, 0.6, n)
+    probs /= probs.sum(-1, keepdims=True)
+    rc = RecognizeCommands(labels, 0.5, 0.5, 0.75, 2, words=["yes", "no"])
+    want = [d for s, e, p in zip(ends - 1.0, ends, probs)
+            if (d := rc.process(float(s), float(e), p)) is not None]
+    got = scoring.detect(labels, ends - 1.0, ends, probs, 0.5, 0.5, 0.75, 2, words=["yes", "no"])
+    assert got == want and len(want) >= 3
+    assert {d.label for d in want} <= {"yes", "no"}
+    # "up" and "down" win windows of their own, yet are never reported
+    assert len(scoring.detect(labels, ends - 1.0, ends, probs, 0.5, 0.5, 0.75, 2)) > len(want)

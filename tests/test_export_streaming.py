@@ -13,11 +13,12 @@ import pytest
 from conftest import busy_batchnorm
 from kws_tf import artifacts, build_model
 from kws_tf.export import export, load_export_data, main
-from kws_tf.export.metadata import add_metadata, decision_settings, stream_metadata
+from kws_tf.export.metadata import add_metadata, stream_metadata
+from kws_tf.streaming.decision import stored_decision
 from kws_tf.export.stream import stream_packets
 from kws_tf.inference import tflite
-from kws_tf.inference.streaming import DEFAULTS
-from kws_tf.inference.streaming_model import zero_states
+from kws_tf.streaming.decision import DEFAULTS
+from kws_tf.streaming.model import zero_states
 
 WORDS = ["down", "no", "up", "yes"]
 
@@ -106,16 +107,18 @@ def test_metadata_travels_inside_the_file(exported):
     assert meta["decision_source"] == "model" and meta["decision_chosen"]["by"] == "export"
     assert set(meta["decision"]) == set(DEFAULTS)  # all four are command words: no view
     assert meta["signature"] == "serving_default" and meta["inputs"][0] == "audio"
-    # window files carry none; the keras stream records the same decision settings
-    assert tflite.read_metadata(out / "model_float32.tflite") is None
+    # the window files carry the same decision settings (a stream slid over them decides alike)
+    window = tflite.read_metadata(out / "model_float32.tflite")
+    assert window["decision"] == meta["decision"] and window["labels"] == WORDS
+    assert window["format"] == "kws_tf.window" and window["sample_rate"] == 8000
     info = artifacts.read_model_info(out / "model_stream.keras")
     assert info["decision"] == meta["decision"] and info["hop"] == 1536
 
 
 def test_decision_settings_come_from_the_model_when_it_has_them():
     own = {"threshold": 0.8, "average": 0.4, "suppression": 1.0}
-    assert decision_settings({"decision": own}) == (own, "model")
-    assert decision_settings({}) == (DEFAULTS, "defaults")
+    assert stored_decision({"decision": own}) == (own, "model")
+    assert stored_decision({}) == (DEFAULTS, "defaults")
     info = {"input_rate": 16000, "model_rate": 8000, "hop": 96, "hop_strides": 1, "stride": 48,
             "hop_model_rate": 48, "delay": 4, "delay_seconds": 0.0005, "window_seconds": 1.0,
             "gru_steps": 3, "states": {"state_gru": [3, 8]}}
@@ -165,8 +168,8 @@ def test_add_metadata_replaces_an_earlier_entry(exported):
     again = add_metadata(content, {"labels": ["x"]})
     assert tflite.read_metadata(again) == {"labels": ["x"]}
     assert len(again) < len(content) + 1000  # replaced, not appended
-    probs = tflite.TFLiteStream(again).run(np.zeros((2, 1536), np.float32))
-    np.testing.assert_allclose(probs, tflite.TFLiteStream(content).run(
+    probs = tflite.TFLiteModel(again).run(np.zeros((2, 1536), np.float32))
+    np.testing.assert_allclose(probs, tflite.TFLiteModel(content).run(
         np.zeros((2, 1536), np.float32)), atol=1e-7)
 
 
@@ -222,7 +225,7 @@ def test_float32_file_equals_the_keras_stream_every_architecture(variant, rate, 
     from kws_tf.data import read_wav
     from kws_tf.data.audio import fix_length
     from kws_tf.export.stream import convert_stream_tflite, keras_stream, tflite_stream_graph
-    from kws_tf.inference import streaming_model as sm
+    from kws_tf.streaming import model as sm
 
     keras.utils.set_random_seed(0)
     model = busy_batchnorm(build_model(variant, rate, num_classes=len(WORDS)),
@@ -234,8 +237,146 @@ def test_float32_file_equals_the_keras_stream_every_architecture(variant, rate, 
                                        16000) for w in ("yes", "no", "up")]).astype(np.float32)
     packets = audio[:len(audio) // info["hop"] * info["hop"]].reshape(-1, info["hop"])
     want = keras_stream(stream, info, packets[None])[0]
-    got = tflite.TFLiteStream(content).run(packets)
+    got = tflite.TFLiteModel(content).run(packets)
     assert np.abs(got - want).max() <= 1e-4, (variant, rate, np.abs(got - want).max())
     # the probabilities move over the recording by far more than the tolerance (a random
     # gru3 leans on one label: 7.6e-3)
     assert np.ptp(want, axis=0).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- the runtime
+@pytest.fixture(scope="module")
+def recording(subset_root, tmp_path_factory):
+    """4 s of real speech at 22.05 kHz (another rate: resampled as it is read)."""
+    from conftest import write_wav
+    from kws_tf.data import read_wav
+    from kws_tf.data.audio import fix_length, resample
+
+    clips = [fix_length(read_wav(sorted((subset_root / w).glob("*.wav"))[0])[0], 16000)
+             for w in WORDS]
+    path = tmp_path_factory.mktemp("recording") / "words.wav"
+    return write_wav(path, resample(np.concatenate(clips), 16000, 22050), 22050)
+
+
+def _run_without_tf(argv):
+    """Run ``python -m kws_tf.<argv[0]> argv[1:]`` in a fresh interpreter, then report which
+    of tensorflow/keras it imported (the CLI's main runs in-process there, as ``-m`` would)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom kws_tf import cli\nimport importlib\n"
+            f"main = importlib.import_module('kws_tf.{argv[0]}').main\n"
+            f"rc = cli.run(main, {list(map(str, argv[1:]))!r})\n"
+            "print('IMPORTED', [m for m in ('tensorflow', 'keras') if m in sys.modules])\n"
+            "sys.exit(rc)")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_listen_and_predict_on_tflite_import_no_tensorflow_or_keras(exported, recording):
+    out, _ = exported
+    listened = _run_without_tf(["listen", out / "model_stream_int8.tflite", recording,
+                                "--threshold", "0.3"])
+    assert listened.returncode == 0, listened.stderr
+    assert "IMPORTED []" in listened.stdout
+    # it ran to the end of the recording: every whole 1536-sample packet of the 4 s
+    assert f"keyword(s) in {64000 // 1536 * 1536 / 16000:.2f} s of" in listened.stderr
+    # predict on the export folder: it picks the float32 window file, still without TensorFlow
+    predicted = _run_without_tf(["predict", out, recording])
+    assert predicted.returncode == 0, predicted.stderr
+    assert "IMPORTED []" in predicted.stdout
+    assert "labelling clips with model_float32.tflite" in predicted.stderr
+    assert str(recording) in predicted.stdout
+
+
+def test_an_export_folder_stands_for_its_model(exported, recording, model_path, tmp_path, capsys):
+    from kws_tf import cli
+    from kws_tf.evaluate import main as evaluate
+    from kws_tf.inference.resolve import resolve_model
+    from kws_tf.listen import main as listen
+    from kws_tf.predict import main as predict
+
+    out, _ = exported
+    assert resolve_model(out, "stream") == out / "model_stream_int8.tflite"
+    assert resolve_model(out, "predict") == out / "model_float32.tflite"
+    assert resolve_model(out / "model_int8.tflite", "stream") == out / "model_int8.tflite"
+    # listen and predict --stream: the same file, the same detections, said in one line
+    assert listen([str(out), str(recording), "--json", "--threshold", "0.3"]) == 0
+    heard = capsys.readouterr()
+    assert f"note: {out} is a model folder: streaming with model_stream_int8.tflite" in heard.err
+    assert predict([str(out), str(recording), "--stream", "--json", "--threshold", "0.3"]) == 0
+    streamed = capsys.readouterr()
+    assert streamed.out == heard.out
+    assert "streaming with model_stream_int8.tflite" in streamed.err
+    # evaluate runs Keras: this export has no model.keras, and says what it looked for ...
+    assert cli.run(evaluate, [str(out), "--data", "synthetic"]) == 2
+    assert "no model file for evaluation in" in capsys.readouterr().err
+    # ... a folder with one gets it picked
+    (tmp_path / "model.keras").write_bytes(model_path.read_bytes())
+    assert resolve_model(tmp_path, "evaluate") == tmp_path / "model.keras"
+
+
+def test_listen_on_a_window_tflite_says_which_file_to_use(exported, recording, capsys):
+    from kws_tf import cli
+    from kws_tf.listen import main as listen
+
+    out, _ = exported
+    assert cli.run(listen, [str(out / "model_int8.tflite"), str(recording)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert "model_stream_*.tflite" in err[0] and "export MODEL --streaming" in err[0]
+
+
+def test_predict_stream_on_a_window_tflite_uses_its_decision_settings(exported, recording, capsys):
+    from kws_tf.predict import main as predict
+
+    out, _ = exported
+    assert predict([str(out / "model_float32.tflite"), str(recording), "--stream"]) == 0
+    err = capsys.readouterr().err
+    assert "(the model's)" in err and "(default)" not in err
+    assert "rounded" not in err  # no --hop given: nothing to round
+
+
+@pytest.mark.slow
+def test_listen_and_predict_run_in_a_venv_without_tensorflow(exported, recording, tmp_path):
+    """``pip install --no-deps kws_tf numpy ai-edge-litert`` (docs/export.md, "on a device"),
+    in a fresh venv: listen and predict run the exported .tflite files there."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, _ = exported
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+
+    def pip(*args):
+        return subprocess.run([python, "-m", "pip", "install", "-q", *args], capture_output=True,
+                              text=True, timeout=600, cwd=tmp_path)
+
+    deps = pip("numpy", "ai-edge-litert")  # from pip's configured index or wheel folder
+    if deps.returncode:
+        pytest.skip("numpy and ai-edge-litert cannot be installed here (no index or wheels): "
+                    + deps.stderr.strip().splitlines()[-1])
+    repo = Path(__file__).resolve().parents[1]
+    installed = pip("--no-deps", str(repo))
+    assert installed.returncode == 0, installed.stderr
+    assert subprocess.run([python, "-c", "import tensorflow"], capture_output=True,
+                          cwd=tmp_path).returncode != 0  # the venv has no TensorFlow
+    assert subprocess.run([python, "-c", "import keras"], capture_output=True,
+                          cwd=tmp_path).returncode != 0
+
+    def run(*argv):
+        # cwd outside the repository: the installed package runs, not the checkout
+        r = subprocess.run([python, "-m", *map(str, argv)], capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    heard = run("kws_tf.listen", out / "model_stream_int8.tflite", recording, "--json",
+                "--threshold", "0.3")
+    streamed = run("kws_tf.predict", out, recording, "--stream", "--json", "--threshold", "0.3")
+    assert streamed.stdout == heard.stdout
+    labelled = run("kws_tf.predict", out, recording)
+    assert "labelling clips with model_float32.tflite" in labelled.stderr
+    assert labelled.stdout.startswith(f"{recording}: ")

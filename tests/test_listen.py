@@ -14,11 +14,11 @@ import pytest
 
 from conftest import busy_batchnorm, write_wav
 from kws_tf import artifacts, cli
-from kws_tf.inference import streaming_model
-from kws_tf.inference.packets import (StreamingRunner, StreamResampler, pcm_packets,
-                                      wav_packets)
-from kws_tf.inference.scorers import softmax
-from kws_tf.inference.streaming import RecognizeCommands
+from kws_tf.streaming import model as streaming_model
+from kws_tf.metrics import softmax
+from kws_tf.streaming.audio import StreamResampler, pcm_packets, wav_packets
+from kws_tf.streaming.runner import StreamingRunner
+from kws_tf.streaming.decision import RecognizeCommands
 from kws_tf.layers.resample import Resample
 from kws_tf.listen import main as listen
 from kws_tf.models import build_model
@@ -109,7 +109,7 @@ def test_listen_wav_stdin_json_and_saved_streaming_model(files, speech, tmp_path
     assert listen([str(files[8000]), "-", "--json", *FLAGS], stdin=io.BytesIO(speech.tobytes()),
                   stdout=out, stderr=io.StringIO()) == 0
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert all(set(r) == {"label", "score", "time"} for r in rows)
+    assert all(set(r) == {"label", "score", "start", "time"} for r in rows)
     assert [r["label"] for r in rows] == [d.label for d in expect]
     assert [r["time"] for r in rows] == pytest.approx([d.time for d in expect])
 
@@ -157,7 +157,7 @@ def test_listen_one_line_for_each_odd_input(files, speech, tmp_path, capsys):
     fake = tmp_path / "model_float32.tflite"
     fake.write_bytes(b"not a flatbuffer")
     for argv, says in [([str(folder), str(files["wav"])], "is a SavedModel (a window model)"),
-                       ([str(fake), str(files["wav"])], "cannot load as a TFLite streaming model"),
+                       ([str(fake), str(files["wav"])], "cannot load as a TFLite model"),
                        ([model16, str(tmp_path / "none.wav")], "none.wav: no such file"),
                        ([str(tmp_path / "none.keras"), "-"], "no model at")]:
         assert cli.run(listen, argv) == 2
@@ -203,11 +203,11 @@ def test_predict_stream_packets(files, capsys):
     heard = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["label"] for r in rows] == [r["label"] for r in heard]
     assert [r["time"] for r in rows] == pytest.approx([r["time"] for r in heard], abs=1e-6)
-    assert all(r["file"] == str(files["wav"]) for r in rows)
+    assert [r["start"] for r in rows] == pytest.approx([r["start"] for r in heard], abs=1e-6)
     # another window length: the window model itself slides (a streaming model scores 1 s)
     assert cli.run(predict, argv + ["--window", "0.8"]) == 0
     assert "rounded" not in capsys.readouterr().err
-    from kws_tf.inference import streaming_model
+    from kws_tf.streaming import model as streaming_model
 
     saved = streaming_model.save(streaming_model.build_streaming_model(_model(16000), 2),
                                  files["wav"].parent / "model_stream.keras", LABELS)
@@ -268,3 +268,97 @@ def test_listen_reports_only_the_models_words_unless_words_says_otherwise(files,
     with pytest.raises(ValueError, match="--words: left not among the model's labels"):
         listen([str(path), str(files["wav"]), "--words", "yes,left"], stdout=io.StringIO(),
                stderr=err)
+
+
+def _listen(argv, stdin=None):
+    out, err = io.StringIO(), io.StringIO()
+    assert listen(argv, stdin=stdin, stdout=out, stderr=err) == 0, err.getvalue()
+    return out.getvalue(), err.getvalue()
+
+
+def test_a_wav_on_stdin_is_read_as_a_wav_and_raw_pcm_takes_a_rate(files, speech, tmp_path):
+    from conftest import wav_bytes
+    from kws_tf.data.audio import resample
+
+    model16 = str(files[16000])
+    x22 = resample(speech / np.float32(32768.0), 16000, 22050)
+    path22 = tmp_path / "speech22.wav"
+    path22.write_bytes(wav_bytes(x22, 22050))
+    from_file, _ = _listen([model16, str(path22), "--json", *FLAGS])
+    assert from_file  # the comparison says something
+    piped, err = _listen([model16, "-", "--json", *FLAGS], stdin=io.BytesIO(path22.read_bytes()))
+    assert piped == from_file
+    assert "standard input is a WAV (22050 Hz" in err and "resampled to 16000 Hz" in err
+    # the summary (plain output) counts the same seconds as for the file
+    summary = _listen([model16, str(path22), *FLAGS])[1].strip().splitlines()[-1]
+    piped_summary = _listen([model16, "-", *FLAGS],
+                            stdin=io.BytesIO(path22.read_bytes()))[1].strip().splitlines()[-1]
+    assert piped_summary == summary.replace(str(path22), "standard input")
+    # a tool writing to a pipe cannot know the size: 0xFFFFFFFF means "until the end"
+    unknown = bytearray(path22.read_bytes())
+    at = unknown.index(b"data") + 4
+    unknown[at:at + 4] = b"\xff\xff\xff\xff"
+    assert _listen([model16, "-", "--json", *FLAGS], stdin=io.BytesIO(bytes(unknown)))[0] == from_file
+
+    # raw PCM at 8 kHz with --rate: what the same samples give as an 8 kHz WAV file
+    x8 = np.round(resample(speech / np.float32(32768.0), 16000, 8000) * 32767).astype("<i2")
+    path8 = tmp_path / "speech8.wav"
+    path8.write_bytes(wav_bytes(x8 / 32767.0, 8000))
+    raw8, err = _listen([model16, "-", "--json", "--rate", "8000", *FLAGS],
+                        stdin=io.BytesIO(x8.tobytes()))
+    assert raw8 == _listen([model16, str(path8), "--json", *FLAGS])[0]
+    assert "is 8000 Hz: resampled to 16000 Hz" in err
+    # headerless input stays raw 16 kHz PCM without --rate
+    assert _listen([model16, "-", "--json", *FLAGS], stdin=io.BytesIO(speech.tobytes()))[0] \
+        == _listen([model16, str(files["wav"]), "--json", *FLAGS])[0]
+    # --rate with a WAV that says otherwise, or with a file: one error line
+    for argv, stdin, says in [([model16, "-", "--rate", "8000"], path22.read_bytes(), "--rate 8000"),
+                              ([model16, str(path22), "--rate", "8000"], None, "--rate is for raw PCM")]:
+        err = io.StringIO()
+        import sys
+        saved, sys.stderr = sys.stderr, err
+        try:
+            assert cli.run(lambda a: listen(a, stdin=io.BytesIO(stdin or b""), stderr=err), argv) == 2
+        finally:
+            sys.stderr = saved
+        assert err.getvalue().strip().splitlines()[-1].startswith("error: ")
+        assert says in err.getvalue()
+
+
+def test_a_stream_shorter_than_the_window_is_scored_to_its_end(files, speech):
+    model, _ = artifacts.load_model(files[16000], compile=False)
+    runner = StreamingRunner.from_window_model(model, LABELS)
+    clip = speech[16000:16000 + 9920]  # 0.62 s of the second word
+    notes = []
+    windows = list(runner.windows(pcm_packets(io.BytesIO(clip.tobytes()), runner.hop),
+                                  note=notes.append))
+    whole = 9920 // runner.hop  # packets of the input itself
+    assert windows[whole - 1][1] < 1.0 <= windows[-1][1]  # silence packets until a full window
+    assert windows[-2][1] < 1.0 and len(windows) > whole
+    assert any("shorter than the model's 1 s window: scored with silence after it" in n
+               for n in notes)
+    # the last window is the window model on the clip followed by silence
+    end = len(windows) * runner.hop
+    padded = np.zeros(end, np.float32)
+    padded[:whole * runner.hop] = clip[:whole * runner.hop] / np.float32(32768.0)
+    want = softmax(model.predict_on_batch(padded[None, end - 16000:]))[0]
+    np.testing.assert_allclose(windows[-1][2], want, atol=1e-5)
+    # the command line says it once and reports the input's own length
+    out, err = _listen([str(files[16000]), "-"], stdin=io.BytesIO(clip.tobytes()))
+    assert err.count("shorter than the model's 1 s window") == 1
+    assert f"in {whole * runner.hop / 16000:.2f} s of standard input" in err
+
+
+def test_predict_stream_and_listen_share_one_path_and_default_hop(files, capsys):
+    """No --hop: both stream the window model.keras at its default hop (no rounding note),
+    and print the same lines."""
+    from kws_tf.predict import main as predict
+
+    args = [str(files[16000]), str(files["wav"]), *FLAGS]
+    assert predict([*args[:2], "--stream", *FLAGS]) == 0
+    streamed = capsys.readouterr()
+    heard_out, heard_err = _listen(args)
+    assert streamed.out == heard_out and heard_out
+    assert "rounded" not in streamed.err and "rounded" not in heard_err
+    assert "streaming it exactly in 48 ms packets (its default hop)" in streamed.err
+    assert streamed.err.strip().splitlines()[-1] == heard_err.strip().splitlines()[-1]

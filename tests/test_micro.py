@@ -16,9 +16,9 @@ pytest.importorskip("tflite_micro")
 from kws_tf.export import micro  # noqa: E402
 from kws_tf.export.stream import (calibration_feeds, convert_stream_tflite,  # noqa: E402
                                   stream_packets, tflite_stream_graph)
-from kws_tf.inference import streaming_model as sm  # noqa: E402
-from kws_tf.inference.streaming import DEFAULTS, RecognizeCommands  # noqa: E402
-from kws_tf.inference.tflite import TFLiteStream  # noqa: E402
+from kws_tf.streaming import model as sm  # noqa: E402
+from kws_tf.streaming.decision import DEFAULTS, RecognizeCommands  # noqa: E402
+from kws_tf.inference.tflite import TFLiteModel  # noqa: E402
 
 GAP = 0.4  # seconds of silence between the recording's words
 
@@ -70,7 +70,7 @@ def test_tiny_float32_stream_runs_under_tflm_as_under_litert(subset_root):
                    for p in sorted((subset_root / w).glob("*.wav"))[:1])
     audio, _ = _recording(subset_root, files)
     packets = _packets(audio, info["hop"])[:40]
-    want = TFLiteStream(content).run(packets)
+    want = TFLiteModel(content).run(packets)
     got = micro.MicroStream(content).run(packets)
     assert np.abs(got - want).max() <= 1e-4
     assert np.ptp(want, axis=0).max() > 0.05  # the probabilities move: 1e-4 means something
@@ -100,7 +100,7 @@ def small(trained, subset_root):
 
 def test_float32_every_packet_equals_litert(small):
     files, _, _, packets, _ = small
-    want = TFLiteStream(files["none"]).run(packets)
+    want = TFLiteModel(files["none"]).run(packets)
     got = micro.MicroStream(files["none"]).run(packets)
     assert np.abs(got - want).max() <= 1e-4
     assert np.ptp(want, axis=0).max() > 0.5  # a trained model: words come and go
@@ -108,7 +108,7 @@ def test_float32_every_packet_equals_litert(small):
 
 def test_int8_makes_the_same_detections_as_litert(small):
     files, sinfo, labels, packets, words = small
-    want = TFLiteStream(files["int8"]).run(packets)
+    want = TFLiteModel(files["int8"]).run(packets)
     got = micro.MicroStream(files["int8"]).run(packets)
     hop_seconds = sinfo["hop"] / 16000
     expect = _detections(want, labels, hop_seconds)

@@ -4,7 +4,8 @@ import pytest
 
 from conftest import tiny_variant
 from kws_tf import artifacts, build_model
-from kws_tf.inference.scorers import KerasScorer, load_scorer, read_labels, softmax
+from kws_tf.inference.scorers import KerasScorer, load_scorer, read_labels
+from kws_tf.metrics import softmax
 
 
 def test_softmax_is_stable_and_normalised():

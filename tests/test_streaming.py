@@ -1,4 +1,4 @@
-"""kws_tf.inference.streaming: the detector (RecognizeCommands), windowing and stream(), on scores the
+"""kws_tf.streaming.decision: the detector (RecognizeCommands), windowing and stream(), on scores the
 tests control, so every expected detection is worked out by hand and no assertion depends on how
 a CPU rounds a trained model; and the --stream command line on those scores."""
 import json
@@ -8,7 +8,8 @@ import pytest
 
 from conftest import write_wav
 from kws_tf.predict import main
-from kws_tf.inference.streaming import RecognizeCommands, stream, window_starts
+from kws_tf.streaming.decision import RecognizeCommands
+from kws_tf.streaming.windows import stream, window_starts
 
 
 def _json_lines(text):
@@ -172,16 +173,18 @@ def test_stream_cli_reports_what_the_detector_finds(monkeypatch, tmp_path, capsy
     monkeypatch.setattr(predict, "load_scorer", lambda _: TrackScorer())
     assert main(["model.stub", str(path), "--stream", "--json", *OLD_FLAGS]) == 0
     rows = _json_lines(capsys.readouterr().out)
-    assert [(r["file"], r["label"], r["start"], r["time"]) for r in rows] == [
-        (str(path), *e[:3]) for e in EXPECTED]
-    assert [r["score"] for r in rows] == pytest.approx([e[3] for e in EXPECTED], abs=1e-12)
+    assert [(r["label"], r["start"], r["time"]) for r in rows] == [e[:3] for e in EXPECTED]
+    # the JSON rounds to 6 decimals, as listen prints it
+    assert [r["score"] for r in rows] == pytest.approx([e[3] for e in EXPECTED], abs=1e-6)
     # the flags reach the detector, and plain text names the words in order
     assert main(["model.stub", str(path), "--stream", "--suppression", "1.5", "--threshold", "0.9",
                  "--average", "0.5", "--min-count", "1"]) == 0
     captured = capsys.readouterr()
     # threshold 0.9 over two windows: (1 + 0.75) / 2 = 0.875 for a 1 s word is not enough;
     # the 3 s no reaches 1.0
-    assert [line.split()[:2] for line in captured.out.splitlines()] == [["5.00s", "no"]]
+    # (listen's line: the time it was made, the word, the score, where its best window starts)
+    assert [line.split()[1] for line in captured.out.splitlines()] == ["no"]
+    assert "(window from 5.00s)" in captured.out
     assert "1 keyword(s) in 24.50 s of" in captured.err
 
 
@@ -189,7 +192,7 @@ def test_stream_cli_reports_what_the_detector_finds(monkeypatch, tmp_path, capsy
 
 
 def test_decision_settings_come_from_flags_then_the_model_then_the_defaults():
-    from kws_tf.inference.streaming import DEFAULTS, decision_settings
+    from kws_tf.streaming.decision import DEFAULTS, decision_settings
 
     settings, line = decision_settings({}, None, None, None)
     assert settings == {**{k: float(v) for k, v in DEFAULTS.items()}, "words": None}

@@ -16,10 +16,10 @@ import pytest
 
 from conftest import busy_batchnorm
 from kws_tf import build_streaming_model
-from kws_tf.inference.scorers import softmax
-from kws_tf.inference.stream_geometry import (STREAM_RATE, default_hop_strides, streaming_cost,
+from kws_tf.metrics import softmax
+from kws_tf.streaming.geometry import (STREAM_RATE, default_hop_strides, streaming_cost,
                                               streaming_geometry)
-from kws_tf.inference.streaming_model import streaming_info, zero_states
+from kws_tf.streaming.model import streaming_info, zero_states
 from kws_tf.layers.resample import Resample
 from kws_tf.models import build_model
 from kws_tf.variants import VARIANTS
@@ -186,7 +186,7 @@ def test_geometry_hops_states_and_defaults():
 
 def test_save_and_load_keep_the_function(tmp_path):
     from kws_tf import artifacts
-    from kws_tf.inference import streaming_model
+    from kws_tf.streaming import model as streaming_model
 
     model = _model("gru6", 8000, seed=2)
     stream = build_streaming_model(model, 4)
@@ -220,8 +220,8 @@ def test_streaming_model_exact_under_the_torch_backend():
         assert keras.backend.backend() == "torch"
         from test_streaming_model import _model, _run, _reference, _windows
         from kws_tf import build_streaming_model
-        from kws_tf.inference.streaming_model import streaming_info
-        from kws_tf.inference.scorers import softmax
+        from kws_tf.streaming.model import streaming_info
+        from kws_tf.metrics import softmax
         audio = np.random.default_rng(0).normal(0, 0.1, 16000 * 2).astype("f")
         for variant, rate, hop in (("gru4", 8000, 1), ("gru6", 16000, 3)):
             model = _model(variant, rate)

@@ -25,7 +25,7 @@ import pytest
 from conftest import write_wav
 
 # The Python decision rule, named in ONE place (it may move to kws_tf.streaming.decision).
-from kws_tf.inference.streaming import RecognizeCommands, decision_settings, recognizer
+from kws_tf.streaming.decision import RecognizeCommands, decision_settings, recognizer
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,8 @@ def web_export(request):
 
 def _listen(model, wav, **flags):
     """listen's detections on a WAV file (the library path it runs, without a subprocess)."""
-    from kws_tf.inference.packets import StreamingRunner, wav_packets
+    from kws_tf.streaming.runner import StreamingRunner
+    from kws_tf.streaming.audio import wav_packets
 
     runner = StreamingRunner.load(model)
     settings, _ = decision_settings(runner.info, **flags)
@@ -194,7 +195,7 @@ def _as_tuples(detections):
 @pytest.mark.parametrize("quantization", ["float32", "int8"])
 def test_page_probabilities_equal_litert_and_detections_equal_listens(
         site, browser, recording, web_export, quantization):
-    from kws_tf.inference.tflite import TFLiteStream, read_metadata
+    from kws_tf.inference.tflite import TFLiteModel, read_metadata
 
     folder, url = site
     name = "model.tflite" if quantization == "float32" else "model_int8.tflite"
@@ -205,7 +206,7 @@ def test_page_probabilities_equal_litert_and_detections_equal_listens(
         assert page.evaluate("window.kws.meta") == read_metadata(folder / name)
         _, audio, _ = recording
         got = _feed(page, audio)
-        stream = TFLiteStream(folder / name)
+        stream = TFLiteModel(folder / name)
         hop = stream.hop
         want = stream.run(audio[:len(audio) // hop * hop].reshape(-1, hop))
         assert got.shape == want.shape and len(got) > 80

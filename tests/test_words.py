@@ -239,7 +239,8 @@ def test_recordings_hold_the_clips_where_the_events_say(tmp_path):
 
 
 def test_streaming_scorer_on_known_recordings():
-    from kws_tf.inference.streaming import RecognizeCommands, stream
+    from kws_tf.streaming.decision import RecognizeCommands
+    from kws_tf.streaming.windows import stream
 
     recs = _known_recordings()
     scorer = streaming.KeywordView(CodeScorer(), ["yes", "no"])
@@ -263,7 +264,7 @@ def test_streaming_scorer_on_known_recordings():
 
 
 def test_score_by_hand():
-    from kws_tf.inference.streaming import Detection
+    from kws_tf.streaming.decision import Detection
 
     E = streaming.Event
     events = [E("yes", 2.0, True, "silence"), E("cat", 5.0, False, "silence"),

@@ -11,8 +11,7 @@ from .audio import (CLIP_SAMPLES, CLIP_SECONDS, SAMPLE_RATE, DataError, WavInfo,
                     read_audio, read_wav, wav_info, write_wav)
 from .archive import ARCHIVES, cache_dir, default_data_root, download
 from .cache import DecodedDataset, DecodedSplit, open_decoded
-from .pipeline import (Clips, DataWarning, augment_dataset, load_arrays, make_dataset, read_rows,
-                       scan, stream_batches, tf_resample)
+from .splits import DataWarning  # noqa: F401  (re-exported)
 from .splits import (SPLITS, TRAINING_NEEDS, Splits, is_dataset, load_splits, read_splits,
                      require_folder, require_splits)
 from .synthetic import DEFAULTS as SYNTHETIC_DEFAULTS
@@ -60,3 +59,17 @@ def resolve_data(arg=None) -> Path:
     root = Path(arg).expanduser()
     require_folder(root)
     return root
+
+
+# The tf.data pipeline imports TensorFlow: loaded on first use, so that reading WAV files
+# (kws_tf.data.audio, the runtime's readers) works without TensorFlow installed.
+_PIPELINE = ("Clips", "augment_dataset", "load_arrays", "make_dataset", "read_rows", "scan",
+             "stream_batches", "tf_resample")
+
+
+def __getattr__(name):
+    if name in _PIPELINE:
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

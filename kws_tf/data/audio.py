@@ -8,7 +8,6 @@ and to reject what cannot be read (not a WAV file, truncated, empty, compressed 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 
@@ -155,20 +154,58 @@ def check_rate(rate: int, path="audio") -> None:
                         f"{SAMPLE_RATE} Hz); resample it first")
 
 
-@functools.lru_cache(maxsize=16)
-def _resampler(orig: int, new: int):
-    from ..layers.resample import Resample
+def sinc_resample_kernel(orig_freq: int, new_freq: int, lowpass_filter_width: int = 6,
+                         rolloff: float = 0.99):
+    """Return ``(kernel, width, orig, new)`` exactly as torchaudio builds them.
 
-    return Resample(orig, new)
+    ``kernel`` has shape (taps, new) with taps = 2 * width + orig; ``orig``/``new`` are the
+    rates divided by their gcd, i.e. the convolution stride and the number of output phases.
+    """
+    if int(orig_freq) != orig_freq or int(new_freq) != new_freq or orig_freq <= 0 or new_freq <= 0:
+        raise ValueError(f"sample rates must be positive integers, got {orig_freq} -> {new_freq}")
+    gcd = math.gcd(int(orig_freq), int(new_freq))
+    orig, new = int(orig_freq) // gcd, int(new_freq) // gcd
+    base_freq = min(orig, new) * rolloff
+    width = math.ceil(lowpass_filter_width * orig / base_freq)
+    idx = np.arange(-width, width + orig, dtype=np.float64)[None, :] / orig
+    t = (np.arange(0, -new, -1, dtype=np.float64)[:, None] / new + idx) * base_freq
+    t = np.clip(t, -lowpass_filter_width, lowpass_filter_width)
+    window = np.cos(t * math.pi / lowpass_filter_width / 2) ** 2
+    t = t * math.pi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kernel = np.where(t == 0, 1.0, np.sin(t) / t)
+    kernel = kernel * window * (base_freq / orig)
+    return kernel.T.copy(), width, orig, new  # (taps, new): Keras conv kernels are channels-last
+
+
+def resampled_length(length: int, orig_freq: int, new_freq: int) -> int:
+    """torchaudio's output length: ceil(new * length / orig)."""
+    gcd = math.gcd(int(orig_freq), int(new_freq))
+    return -(-(int(new_freq) // gcd) * int(length) // (int(orig_freq) // gcd))
 
 
 def resample(x, orig: int, new: int) -> np.ndarray:
-    """torchaudio's resampler (kws_tf.Resample) on a numpy array, any Keras backend."""
+    """torchaudio's resampler (kws_tf.Resample's kernel) on a numpy array, in numpy: the
+    readers run without TensorFlow or Keras (a device's runtime), and agree with the Keras
+    layer to float32 rounding."""
+    x = np.asarray(x, np.float32)
     if orig == new:
-        return np.asarray(x, np.float32)
-    import keras
+        return x
+    kernel, width, o, _ = sinc_resample_kernel(int(orig), int(new))
+    pad = [(0, 0)] * (x.ndim - 1) + [(width, width + o)]  # Resample's zeros around the input
+    y = sinc_frames(np.pad(x.astype(np.float64), pad), kernel, o)
+    return y[..., :resampled_length(x.shape[-1], orig, new)].astype(np.float32)
 
-    return keras.ops.convert_to_numpy(_resampler(int(orig), int(new))(np.asarray(x, np.float32)))
+
+def sinc_frames(padded, kernel, orig: int) -> np.ndarray:
+    """The resampler's convolution: every output phase of each whole frame of ``padded``
+    (..., samples) with a stride of ``orig`` samples; float64 (..., frames * phases)."""
+    taps = kernel.shape[0]
+    frames = (padded.shape[-1] - taps) // orig + 1
+    if frames <= 0:
+        return np.zeros(padded.shape[:-1] + (0,))
+    view = np.lib.stride_tricks.sliding_window_view(padded, taps, axis=-1)[..., ::orig, :][..., :frames, :]
+    return (view @ kernel).reshape(padded.shape[:-1] + (-1,))
 
 
 def fix_length(x: np.ndarray, n: int) -> np.ndarray:

@@ -9,14 +9,15 @@ from typing import Sequence
 
 import numpy as np
 
+from ..streaming.decision import detect  # noqa: F401  (the one decision rule; re-exported)
 from .recordings import RATE, Event
 
 class KeywordView:
     """A scorer seen as a spotter of ``commands``: other words' probabilities summed into
-    ``_unknown_`` (kws_tf.inference.streaming.keyword_view; for models of every word)."""
+    ``_unknown_`` (kws_tf.streaming.decision.keyword_view; for models of every word)."""
 
     def __init__(self, scorer, commands: Sequence[str]):
-        from kws_tf.inference.streaming import keyword_view
+        from kws_tf.streaming.decision import keyword_view
 
         self.scorer, self.sample_rate = scorer, scorer.sample_rate
         self.labels, self._view = keyword_view(
@@ -28,95 +29,14 @@ class KeywordView:
 
 def window_scores(scorer, audio16: np.ndarray, hop: float, window: float = 1.0,
                   batch: int = 256):
-    """``(starts s, ends s, probabilities)`` of every window, as kws_tf.predict.stream scores them."""
+    """``(starts s, ends s, probabilities)`` of every window of a 16 kHz recording, slid as
+    ``predict --stream --windows`` slides them (kws_tf.streaming.windows.slide)."""
     from kws_tf.data.audio import resample
-    from kws_tf.inference.streaming import window_starts
+    from kws_tf.streaming.windows import slide
 
     rate = scorer.sample_rate
     audio = resample(audio16, RATE, rate) if rate != RATE else audio16
-    win, step = int(round(window * rate)), max(1, int(round(hop * rate)))
-    starts = window_starts(len(audio), win, step)
-    padded = np.pad(audio, (0, max(starts[-1] + win - len(audio), 0))).astype(np.float32)
-    probs = []
-    for i in range(0, len(starts), batch):
-        chunk = starts[i:i + batch]
-        probs.append(scorer.probabilities(np.stack([padded[s:s + win] for s in chunk])))
-    s = np.asarray(starts, np.float64)
-    return s / rate, (s + win) / rate, np.concatenate(probs)
-
-
-def detect(labels, starts, ends, probs, threshold: float, average: float, suppression: float,
-           minimum_count: int = 2, words=None, cache=None) -> list:
-    """RecognizeCommands over scores already computed: what kws_tf.predict.stream reports
-    (the same detections; the averages are computed once per averaging window, so sweeping
-    thresholds and suppressions over them is fast).  ``words``: report only these, the other
-    labels' probabilities summed into ``_unknown_`` (RecognizeCommands' ``words``)."""
-    if words:
-        labels, probs = _viewed(labels, probs, words)
-        cache = None  # the view is a new array each call: nothing to share
-    averaged = _averages(cache, ends, probs, average, minimum_count)
-    return decide(labels, starts, ends, averaged, threshold, suppression)
-
-
-def _viewed(labels, probs, words):
-    from kws_tf.inference.streaming import keyword_view
-
-    view_labels, view = keyword_view(labels, words)
-    return view_labels, view(np.asarray(probs, np.float64))
-
-
-def averaged_windows(ends, probs, average: float, minimum_count: int = 2) -> list:
-    """Per window, what RecognizeCommands decides on: None while fewer than ``minimum_count``
-    windows are in the last ``average`` seconds, else ``(top label, its averaged probability,
-    the window of the average that scored that label highest)``; computed as
-    RecognizeCommands.process computes them (the same float64 means)."""
-    probs = np.asarray(probs, np.float64)
-    out, j = [], 0
-    for i, end in enumerate(ends):
-        while j <= i and ends[j] <= end - average + 1e-6:
-            j += 1
-        if i + 1 - j < minimum_count:
-            out.append(None)
-            continue
-        window = probs[j:i + 1]
-        mean = np.mean(window, axis=0)
-        top = int(np.argmax(mean))
-        out.append((top, float(mean[top]), j + int(np.argmax(window[:, top]))))
-    return out
-
-
-def _averages(cache, ends, probs, average, minimum_count):
-    if cache is None:
-        return averaged_windows(ends, probs, average, minimum_count)
-    key = (id(probs), float(average), int(minimum_count))
-    if key not in cache:
-        cache[key] = averaged_windows(ends, probs, average, minimum_count)
-    return cache[key]
-
-
-def decide(labels, starts, ends, averaged, threshold: float, suppression: float) -> list:
-    """RecognizeCommands' decisions over :func:`averaged_windows`: a word is reported when its
-    average passes ``threshold``, ``suppression`` seconds after the previous detection, and it
-    is new (another word, or the same one after the scores fell below the threshold)."""
-    from kws_tf.inference.streaming import Detection
-
-    out, last, armed = [], None, True
-    for end, a in zip(ends, averaged):
-        if a is None:
-            continue
-        top, score, best = a
-        label = labels[top]
-        if label.startswith("_") or score < threshold:
-            armed = True
-            continue
-        if last is not None and end - last.time < suppression:
-            continue
-        if last is not None and label == last.label and not armed:
-            continue
-        last = Detection(label, score, float(starts[best]), float(end))
-        armed = False
-        out.append(last)
-    return out
+    return slide(scorer, audio, window, hop, batch)
 
 
 def score(events: Sequence[Event], detections, tolerance: float = 2.0) -> dict:
@@ -298,7 +218,7 @@ def evaluate_model(scorer, recordings: dict, hop: float, tolerance: float,
     threshold swept, averaging and suppression as chosen) with its miss rate at 1, 10 and 60
     false alarms per hour.  ``own_setting``: the model's stored decision settings, also
     reported on test (``testing_own_decision``)."""
-    from ..inference.streaming import DEFAULTS
+    from ..streaming.decision import DEFAULTS
 
     t0 = time.perf_counter()
     scored = {split: score_windows(scorer, recs, hop) for split, recs in recordings.items()}

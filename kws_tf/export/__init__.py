@@ -11,6 +11,8 @@ question in the same units.  The output folder (default ``exports/<run name>/``)
     model_int8.tflite       int8 weights and activations, float32 in/out; by default the ops
                             that read the raw audio (block 1) stay float (--int8-scheme)
     labels.txt              one label per line, in output order
+    (every .tflite file also carries labels, rate and decision settings in its flatbuffer's
+    metadata entry "kws_tf", JSON: one file is all a device needs)
     model_card.json         variant, rate, labels, shapes, run accuracy, per-export checks
 
 With ``--streaming`` also (docs/streaming.md)::

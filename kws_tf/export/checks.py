@@ -50,12 +50,16 @@ def checked_savedmodel(model, labels, out: Path, data: ExportData, reference, lo
 
 
 def checked_tflite(model, q: str, out: Path, data: ExportData, reference, accuracy: dict,
-                    max_drop: float, log, int8_scheme=None) -> dict:
-    """Write one TFLite file: float32 must match Keras; a quantized one's accuracy drop is measured."""
+                    max_drop: float, log, int8_scheme=None, metadata=None) -> dict:
+    """Write one TFLite file: float32 must match Keras; a quantized one's accuracy drop is
+    measured.  ``metadata``: the ``kws_tf`` entry written into it (labels, decision)."""
     from .. import artifacts
     from ..inference import tflite
+    from .metadata import add_metadata
 
     content, notes = convert_tflite(model, q, data.calibration, int8_scheme=int8_scheme)
+    if metadata is not None:
+        content = add_metadata(content, metadata)
     probs = tflite.TFLiteModel(content).probabilities(data.audio)
     acc = float((probs.argmax(-1) == data.labels).mean())
     entry = {"path": TFLITE_FILES[q], "size_bytes": len(content), "ops": notes["ops"],

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 from .card import model_card, run_name
 from .checks import checked_savedmodel, checked_tflite
 from .clips import ExportData
+from .metadata import window_metadata
 from .savedmodel import keras_probabilities
 
 # A user's exports go to their own (git-ignored) folder: in saved_models/, beside the models
@@ -49,16 +50,18 @@ def export(model_path, output=None, formats: Sequence[str] = ("savedmodel", "tfl
     log(f"{model_path}: {info.get('variant') or 'model'} at {rate} Hz, {len(labels)} labels; "
         f"checks on {len(data.audio)} {data.split} clips (Keras accuracy {accuracy['keras']:.4f})")
     artifacts.write_text(out / "labels.txt", "".join(f"{w}\n" for w in labels))
+    if streaming:  # chosen first: the window files carry the same decision settings
+        info = _with_decision(model_path, info, data.source, log)
     if "savedmodel" in formats:
         card["exports"]["savedmodel"] = checked_savedmodel(model, labels, out, data, reference, log)
     for q in quantize:
         key = "tflite_float32" if q == "none" else f"tflite_{q}"
-        card["exports"][key] = checked_tflite(model, q, out, data, reference, accuracy,
-                                               max_drop, log, int8_scheme)
+        card["exports"][key] = checked_tflite(
+            model, q, out, data, reference, accuracy, max_drop, log, int8_scheme,
+            window_metadata(labels, info, "float32" if q == "none" else q, samples))
     if streaming:
         from .stream_folder import export_streaming
 
-        info = _with_decision(model_path, info, data.source, log)
         export_streaming(model, info, out, stream_quantize, data, card, hop_strides,
                          parity_clips, max_drop, log, int8_scheme)
     artifacts.make_readable(out)

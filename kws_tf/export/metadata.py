@@ -14,8 +14,9 @@ import json
 import numpy as np
 
 from ..inference.tflite import METADATA_NAME, read_metadata
+from ..streaming.decision import stored_decision
 
-__all__ = ["METADATA_NAME", "add_metadata", "read_metadata", "stream_metadata"]
+__all__ = ["METADATA_NAME", "add_metadata", "read_metadata", "stream_metadata", "window_metadata"]
 
 
 def add_metadata(content: bytes, info: dict, name: str = METADATA_NAME) -> bytes:
@@ -47,20 +48,19 @@ def _name(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def decision_settings(info: dict) -> tuple:
-    """``(settings, source)``: the model's own ``decision`` settings if its model.keras info has
-    them, else ``kws_tf.inference.streaming.DEFAULTS``."""
-    from ..inference.streaming import DEFAULTS
-
-    own = info.get("decision")
-    if isinstance(own, dict) and own:
-        return {**DEFAULTS, **own}, "model"
-    return dict(DEFAULTS), "defaults"
+def window_metadata(labels, model_info: dict, quantization: str, samples: int) -> dict:
+    """The ``kws_tf`` metadata of a window .tflite file: labels, rate and the decision
+    settings, so a stream slid over it decides as the streaming files do."""
+    decision, source = stored_decision(model_info)
+    return {"format": "kws_tf.window", "version": 1, "variant": model_info.get("variant"),
+            "labels": list(labels), "quantization": quantization,
+            "sample_rate": int(model_info["sample_rate"]), "input_samples": int(samples),
+            "decision": decision, "decision_source": source}
 
 
 def stream_metadata(stream_info: dict, labels, model_info: dict, quantization: str) -> dict:
     """The ``kws_tf`` metadata of a streaming .tflite file (also listed in the model card)."""
-    decision, source = decision_settings(model_info)
+    decision, source = stored_decision(model_info)
     return {
         "format": "kws_tf.streaming", "version": 1, "variant": model_info.get("variant"),
         "labels": list(labels), "quantization": quantization,

@@ -44,7 +44,7 @@ def signature_positions(content: bytes, signature: str = "serving_default") -> t
 
 class MicroStream:
     """A streaming .tflite file under TFLM: ``step(feeds) -> outputs`` by name, like
-    ``inference.tflite.TFLiteStream`` (float32 at the interface; int8 files quantize inside).
+    ``inference.tflite.TFLiteModel`` (float32 at the interface; int8 files quantize inside).
     ``arena_size=None`` finds the smallest arena (``arena_bytes``)."""
 
     def __init__(self, content, arena_size: int | None = None):

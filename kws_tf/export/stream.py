@@ -43,7 +43,7 @@ def keras_stream(stream, info: dict, packets, batch: int = 256, collect: bool = 
     and with ``collect`` every packet's feeds (audio + states) as batch-1 dicts."""
     from keras import ops
 
-    from ..inference.streaming_model import zero_states
+    from ..streaming.model import zero_states
 
     probs, feeds = [], []
     for start in range(0, len(packets), batch):
@@ -63,7 +63,7 @@ def keras_stream(stream, info: dict, packets, batch: int = 256, collect: bool = 
 def tflite_stream_graph(model, hop_strides=None):
     """The streaming model as TFLite gets it: the GRU recurrence unrolled (one set of builtin
     ops per step, no while loop); the input projections are already one product per packet."""
-    from ..inference import streaming_model as sm
+    from ..streaming import model as sm
 
     return sm.build_streaming_model(model, hop_strides, unroll=True)
 

@@ -19,7 +19,7 @@ def export_streaming(model, info: dict, out: Path, quantize, data: ExportData, c
                      log=print, int8_scheme=None) -> dict:
     """Write the streaming files for ``quantize`` ("none" = float32 first) into ``out``;
     add their entries to ``card["exports"]`` and the metadata to ``card["streaming"]``."""
-    from ..inference import streaming_model as sm
+    from ..streaming import model as sm
 
     labels = list(info["labels"])
     stream = sm.build_streaming_model(model, hop_strides)
@@ -69,11 +69,11 @@ def _checked_stream_tflite(unrolled, sinfo, q, feeds, meta, out, data, packets, 
     """One streaming .tflite file: float32 must match the Keras stream at every packet; a
     quantized one's accuracy drop (last packet of each clip) is measured."""
     from .. import artifacts
-    from ..inference.tflite import TFLiteStream
+    from ..inference.tflite import TFLiteModel
 
     content, notes = convert_stream_tflite(unrolled, sinfo, q, feeds, int8_scheme)
     content = add_metadata(content, meta)
-    runner = TFLiteStream(content)
+    runner = TFLiteModel(content)
     probs = np.stack([runner.run(p) for p in packets])
     acc = float((probs[:, -1].argmax(-1) == data.labels).mean())
     name = STREAM_FILES[q]

@@ -1,2 +1,3 @@
-"""Running trained models: scorers over the three formats, the TFLite runner, streaming models and
-keyword detection over long recordings."""
+"""Running trained models on whole clips: scorers over the three formats, the one TFLite
+wrapper (window and streaming files) and which file of an export folder to run.  Streams run
+in ``kws_tf.streaming``; what measures detection is in ``kws_tf.detection``."""

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import softmax  # noqa: F401  (the scorers' outputs; re-exported)
 
 
 class SavedModelRunner:
@@ -78,6 +77,8 @@ class KerasScorer(Scorer):
             chunk = audio[i:i + batch_size]
             padded = np.pad(chunk, ((0, batch_size - len(chunk)), (0, 0)))
             out.append(np.asarray(self.model.predict_on_batch(padded))[:len(chunk)])
+        from ..metrics import softmax  # Keras' world: metrics imports it
+
         return softmax(np.concatenate(out))
 
 
@@ -100,8 +101,15 @@ class TFLiteScorer(Scorer):
         from .tflite import TFLiteModel
 
         self.model = TFLiteModel(path)
+        if self.model.streaming:
+            raise ValueError(f"{path} is a streaming model (packets and states): label clips "
+                             "with a window file (model_*.tflite), or stream it with "
+                             "kws_tf.listen / predict --stream")
         self.sample_rate = self.model.samples
-        self.labels = read_labels(Path(path).parent, self.model.num_classes)
+        # the export's metadata: labels and decision settings (files without it: labels.txt)
+        self.info = dict(self.model.metadata or {})
+        self.labels = list(self.info.get("labels") or read_labels(Path(path).parent,
+                                                                  self.model.num_classes))
 
     def probabilities(self, audio):
         return self.model.probabilities(audio)
@@ -119,9 +127,12 @@ def read_labels(folder, num_classes=None) -> list:
     raise FileNotFoundError(f"no labels.txt in {folder} or {folder.parent} (kws_tf.export writes it)")
 
 
-def load_scorer(path) -> Scorer:
-    """A ``.keras`` file, a SavedModel folder or a ``.tflite`` file."""
-    path = Path(path)
+def load_scorer(path, note=None) -> Scorer:
+    """A ``.keras`` file, a SavedModel folder, a ``.tflite`` file, or an export folder holding
+    one (:func:`kws_tf.inference.resolve.resolve_model` picks it and says which to ``note``)."""
+    from .resolve import resolve_model
+
+    path = resolve_model(path, "predict", note)
     if path.is_dir():
         return SavedModelScorer(path)
     if not path.is_file():

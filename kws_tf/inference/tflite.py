@@ -1,9 +1,12 @@
-"""TFLite files: read their op list from the flatbuffer, check it, and run them.
+"""TFLite files: read their op list and metadata from the flatbuffer, and run them.
 
 Models run with the LiteRT interpreter (``ai_edge_litert``; ``tf.lite.Interpreter`` is
-deprecated), falling back to ``tf.lite.Interpreter`` where LiteRT is not installed.  Every
-exported file takes float32 audio (1, samples) and returns float32 probabilities (1, classes);
-int8 files quantize and dequantize at their edges, so callers never see integer tensors.
+deprecated), falling back to ``tf.lite.Interpreter`` where LiteRT is not installed; the
+flatbuffer is read with LiteRT's own schema, so nothing here needs TensorFlow.  ``TFLiteModel``
+runs both kinds of file: a window file (audio (1, samples) -> probabilities (1, classes)) and
+a streaming one (``serving_default``: audio (1, hop) and ``state_*`` in, probabilities and the
+same ``state_*`` out); integer tensors are quantized and dequantized here with the file's own
+scales, so callers see float32 only.
 """
 from __future__ import annotations
 
@@ -33,6 +36,15 @@ def interpreter_class():
     return Interpreter
 
 
+def flatbuffer_schema():
+    """The TFLite flatbuffer schema module: LiteRT's, else TensorFlow's."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # pragma: no cover - ai-edge-litert is a declared dependency
+        from tensorflow.lite.python import schema_py_generated as schema
+    return schema
+
+
 def _model_bytes(model) -> bytes:
     if isinstance(model, (bytes, bytearray)):
         return bytes(model)
@@ -54,8 +66,7 @@ class OpInfo:
 
 def read_ops(model) -> list:
     """Every operator of every subgraph of a .tflite file (path or bytes), from its flatbuffer."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
+    schema = flatbuffer_schema()
     buf = _model_bytes(model)
     m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
     op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
@@ -101,9 +112,7 @@ def read_metadata(model, name: str = METADATA_NAME):
     """The JSON the export stored in the file's metadata entry ``name``, or None without one."""
     import json
 
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    m = schema.Model.GetRootAsModel(_model_bytes(model), 0)
+    m = flatbuffer_schema().Model.GetRootAsModel(_model_bytes(model), 0)
     for i in range(m.MetadataLength()):
         entry = m.Metadata(i)
         if entry.Name() is not None and entry.Name().decode() == name:
@@ -114,43 +123,51 @@ def read_metadata(model, name: str = METADATA_NAME):
 
 # ----------------------------------------------------------------------------- running
 class TFLiteModel:
-    """A .tflite keyword spotter: ``probabilities(audio (n, samples)) -> (n, classes)``."""
+    """A .tflite keyword spotter, window or streaming.
+
+    Window files: ``probabilities(audio (n, samples)) -> (n, classes)``.  Streaming files
+    (``streaming`` is True): ``step(feeds) -> outputs`` over ``serving_default``, ``states``
+    (name -> shape with the batch of 1), ``hop``, ``zero_states()``, ``run(packets)``.
+    ``metadata``: the ``kws_tf`` entry the export wrote (None without one).
+    """
 
     def __init__(self, model, num_threads: int | None = None):
         self.path = None if isinstance(model, (bytes, bytearray)) else Path(model)
         if self.path is not None and not self.path.is_file():
             raise FileNotFoundError(f"no TFLite file at {self.path}")
         content = _model_bytes(model)
-        Interpreter = interpreter_class()
+        where = self.path or "model"
         try:
-            self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            self.interpreter = interpreter_class()(model_content=content, num_threads=num_threads)
+            signatures = self.interpreter.get_signature_list()
+            self.runner = None
+            if "serving_default" in signatures:  # a streaming file (its runner allocates)
+                self.runner = self.interpreter.get_signature_runner("serving_default")
+            else:
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            where = self.path or "model"
             raise ValueError(f"{where}: cannot load as a TFLite model ({str(e).splitlines()[0]})") from None
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        self.samples = int(self.input["shape"][-1])
-        self.num_classes = int(self.output["shape"][-1])
         self.size_bytes = len(content)
+        self.metadata = read_metadata(content)
+        inputs = self.runner.get_input_details() if self.runner else {}
+        self.streaming = "audio" in inputs and any(n.startswith("state_") for n in inputs)
+        if self.streaming:
+            self.inputs, self.outputs = inputs, self.runner.get_output_details()
+            self.states = {n: tuple(int(d) for d in v["shape"]) for n, v in inputs.items()
+                           if n.startswith("state_")}
+            self.hop = int(inputs["audio"]["shape"][-1])
+            self.num_classes = int(self.outputs["probabilities"]["shape"][-1])
+        else:
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
+            self.samples = int(self.input["shape"][-1])
+            self.num_classes = int(self.output["shape"][-1])
 
-    def _set(self, x):
-        d = self.input
-        if d["dtype"] != np.float32:  # integer input: quantize with the file's own scale
-            scale, zero = d["quantization"]
-            info = np.iinfo(d["dtype"])
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(d["dtype"])
-        self.interpreter.set_tensor(d["index"], x)
-
-    def _get(self):
-        d = self.output
-        y = self.interpreter.get_tensor(d["index"])
-        if d["dtype"] != np.float32:
-            scale, zero = d["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return np.array(y, dtype=np.float32)
-
+    # window files
     def probabilities(self, audio) -> np.ndarray:
+        if self.streaming:
+            raise ValueError(f"{self.path or 'the model'} is a streaming model: it takes packets "
+                             "and states (kws_tf.listen), not whole windows")
         audio = np.asarray(audio, np.float32)
         if audio.ndim == 1:
             audio = audio[None]
@@ -158,35 +175,23 @@ class TFLiteModel:
             raise ValueError(f"the model takes {self.samples} samples, got {audio.shape[-1]}")
         out = np.empty((len(audio), self.num_classes), np.float32)
         for i in range(len(audio)):  # the file has a fixed batch of 1
-            self._set(audio[i:i + 1])
+            self.interpreter.set_tensor(self.input["index"], quantize(audio[i:i + 1], self.input))
             self.interpreter.invoke()
-            out[i] = self._get()[0]
+            out[i] = dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)[0]
         return out
 
-
-
-class TFLiteStream:
-    """A streaming .tflite file's ``serving_default`` signature: ``step(feeds) -> outputs``,
-    ``audio`` and ``state_*`` in, ``probabilities`` and the same ``state_*`` out, float32
-    at the interface (int8 files quantize inside)."""
-
-    def __init__(self, model, num_threads: int | None = None):
-        content = _model_bytes(model)
-        self.interpreter = interpreter_class()(model_content=content, num_threads=num_threads)
-        self.runner = self.interpreter.get_signature_runner("serving_default")
-        self.inputs = self.runner.get_input_details()
-        self.outputs = self.runner.get_output_details()
-        self.states = {n: tuple(int(d) for d in v["shape"]) for n, v in self.inputs.items()
-                       if n.startswith("state_")}
-        self.hop = int(self.inputs["audio"]["shape"][-1])
-        self.size_bytes = len(content)
-        self.metadata = read_metadata(content)
-
+    # streaming files
     def zero_states(self) -> dict:
+        """The states of a stream that starts now: silence before it."""
         return {n: np.zeros(shape, np.float32) for n, shape in self.states.items()}
 
     def step(self, feeds: dict) -> dict:
-        return self.runner(**{n: np.asarray(feeds[n], np.float32) for n in self.inputs})
+        """One packet: float32 ``audio`` and ``state_*`` in, float32 outputs by name."""
+        args = {n: quantize(np.asarray(feeds[n], np.float32), d) for n, d in self.inputs.items()}
+        out = self.runner(**args)
+        return {n: dequantize(out[n], self.outputs[n]) for n in out}
+
+    __call__ = step  # a StreamingRunner's step
 
     def run(self, packets) -> np.ndarray:
         """Probabilities after each packet of one stream (packets, hop) from zero states."""
@@ -194,5 +199,23 @@ class TFLiteStream:
         for packet in np.asarray(packets, np.float32):
             result = self.step({"audio": packet[None], **states})
             states = {n: result[n] for n in states}
-            out.append(np.array(result["probabilities"][0], np.float32))
+            out.append(result["probabilities"][0])
         return np.stack(out)
+
+
+def quantize(x, detail) -> np.ndarray:
+    """Float32 ``x`` as the tensor ``detail`` takes it (integer tensors: the file's scale)."""
+    x = np.asarray(x, np.float32)
+    if detail["dtype"] == np.float32:
+        return x
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
+
+
+def dequantize(y, detail) -> np.ndarray:
+    """A tensor's value as float32 (integer tensors: the file's scale)."""
+    if detail["dtype"] == np.float32:
+        return np.array(y, np.float32)
+    scale, zero = detail["quantization"]
+    return (np.asarray(y, np.float32) - zero) * scale

@@ -15,34 +15,8 @@ import numpy as np
 from keras import ops
 
 
-def sinc_resample_kernel(orig_freq: int, new_freq: int, lowpass_filter_width: int = 6,
-                         rolloff: float = 0.99):
-    """Return ``(kernel, width, orig, new)`` exactly as torchaudio builds them.
-
-    ``kernel`` has shape (taps, new) with taps = 2 * width + orig; ``orig``/``new`` are the
-    rates divided by their gcd, i.e. the convolution stride and the number of output phases.
-    """
-    if int(orig_freq) != orig_freq or int(new_freq) != new_freq or orig_freq <= 0 or new_freq <= 0:
-        raise ValueError(f"sample rates must be positive integers, got {orig_freq} -> {new_freq}")
-    gcd = math.gcd(int(orig_freq), int(new_freq))
-    orig, new = int(orig_freq) // gcd, int(new_freq) // gcd
-    base_freq = min(orig, new) * rolloff
-    width = math.ceil(lowpass_filter_width * orig / base_freq)
-    idx = np.arange(-width, width + orig, dtype=np.float64)[None, :] / orig
-    t = (np.arange(0, -new, -1, dtype=np.float64)[:, None] / new + idx) * base_freq
-    t = np.clip(t, -lowpass_filter_width, lowpass_filter_width)
-    window = np.cos(t * math.pi / lowpass_filter_width / 2) ** 2
-    t = t * math.pi
-    with np.errstate(invalid="ignore", divide="ignore"):
-        kernel = np.where(t == 0, 1.0, np.sin(t) / t)
-    kernel = kernel * window * (base_freq / orig)
-    return kernel.T.copy(), width, orig, new  # (taps, new): Keras conv kernels are channels-last
-
-
-def resampled_length(length: int, orig_freq: int, new_freq: int) -> int:
-    """torchaudio's output length: ceil(new * length / orig)."""
-    gcd = math.gcd(int(orig_freq), int(new_freq))
-    return -(-(int(new_freq) // gcd) * int(length) // (int(orig_freq) // gcd))
+# The kernel is numpy-only and lives with the audio readers, which use it without Keras.
+from ..data.audio import resampled_length, sinc_resample_kernel  # noqa: E402,F401
 
 
 @keras.saving.register_keras_serializable(package="kws_tf")

@@ -22,7 +22,7 @@ from . import PRECISIONS, build_page, server
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m kws_tf.web", description=__doc__.split("\n\n")[1],
+    p = cli.ArgumentParser(prog="python -m kws_tf.web", description=__doc__.split("\n\n")[1],
                                 epilog=__doc__.split("\n\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a model_stream_*.tflite, or an export folder holding them")

@@ -35,9 +35,9 @@ import numpy as np
 from keras import ops
 
 from ..layers.resample import sinc_resample_kernel
-from .stream_geometry import (STREAM_RATE, WINDOW_SECONDS, StreamingGeometry,
-                              default_hop_strides, resample_geometry, streaming_geometry,
-                              window_blocks)
+from .geometry import (STREAM_RATE, WINDOW_SECONDS, StreamingGeometry,
+                       default_hop_strides, resample_geometry, streaming_geometry,
+                       window_blocks, zero_states)  # noqa: F401  (zero_states re-exported)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -374,11 +374,6 @@ def streaming_info(stream, geometry: Optional[StreamingGeometry] = None,
 
 def _input_names(model):
     return [getattr(t, "name", None) or t._keras_history.operation.name for t in model.inputs]
-
-
-def zero_states(info: dict, batch: int = 1) -> dict:
-    """The states of a stream that starts now: silence before it."""
-    return {name: np.zeros((batch, *shape), np.float32) for name, shape in info["states"].items()}
 
 
 def save(stream, path, labels, **extra):

@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from ..layers.resample import sinc_resample_kernel
+import numpy as np
 
-STREAM_RATE = 16000  # a microphone's rate: streaming models take 16 kHz packets
+from ..data.audio import sinc_resample_kernel
+
+from .audio import STREAM_RATE  # noqa: E402  (a microphone's rate: 16 kHz packets)
 WINDOW_SECONDS = 1.0
 # predict --stream's window hop: the default streaming hop is chosen to cost no more than this
 WINDOW_HOP_SECONDS = 0.25
@@ -187,3 +189,8 @@ def default_hop_strides(model) -> int:
             streaming_cost(model, h)):
         h += 1
     return h
+
+
+def zero_states(info: dict, batch: int = 1) -> dict:
+    """The states of a stream that starts now: silence before it."""
+    return {name: np.zeros((batch, *shape), np.float32) for name, shape in info["states"].items()}
