@@ -51,6 +51,10 @@ __all__ = ["AVERAGES", "COMMANDS", "DET_THRESHOLDS", "Event", "KeywordView", "LE
            "replot", "score", "summarise", "window_scores"]
 
 
+def _percent(rate) -> str:
+    return "-" if rate is None else f"{100 * rate:.0f} %"
+
+
 def plot(path: Path, curves: dict, chosen: dict, title: str):
     """The DET curve: miss rate against false alarms per hour (log), one line per model."""
     from kws_tf import reports
@@ -179,6 +183,9 @@ def main(argv=None) -> int:
             print(f"{name}: its own decision settings {own}: test miss rate "
                   f"{100 * (1 - o['hit_rate']):.1f} % at {o['false_alarms_per_hour']:.1f} FA/h",
                   flush=True)
+        words = m.get("testing_own_decision_by_word") or m["testing_by_background"]["by_word"]
+        print(f"{name}: test miss rate per word ({'its own' if own else 'chosen'} settings): "
+              + ", ".join(f"{w} {_percent(r['miss_rate'])}" for w, r in words.items()), flush=True)
     folder = Path(args.output)
     folder.mkdir(parents=True, exist_ok=True)
     artifacts.write_json(folder / f"{args.name}.json", out)

@@ -360,6 +360,14 @@ def test_streaming_command_scores_chooses_and_replots(tiny_root, tmp_path, monke
     assert sum(by["false_alarms_by_kind"].values()) == m["testing"]["false_alarms"]
     assert sum(r["commands"] for r in by["by_noise"].values()) == 18
     assert sum(r["hours"] for r in by["by_level"].values()) == pytest.approx(t["hours"], abs=0.01)
+    # per word: each command's 6 clips, its hits adding up to the whole, false alarms by name
+    words = by["by_word"]
+    assert set(words) == {"yes", "down", "go"} and all(r["commands"] == 6 for r in words.values())
+    assert sum(r["hits"] for r in words.values()) == m["testing"]["hits"]
+    assert all(r["miss_rate"] == pytest.approx(1 - r["hits"] / 6) for r in words.values())
+    assert sum(r["false_alarms"] for r in words.values()) == m["testing"]["false_alarms"]
+    # at its own 0.995 nothing is found: every word's clips missed
+    assert all(r["miss_rate"] == 1.0 for r in m["testing_own_decision_by_word"].values())
     png = tmp_path / "s.png"
     assert png.stat().st_size > 5_000
     png.unlink()

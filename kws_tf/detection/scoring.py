@@ -142,10 +142,13 @@ def _background_keys(e) -> tuple:
 
 
 def by_background(scored, labels, setting, tolerance) -> dict:
-    """Hits and false alarms per background level and per noise recording, and the false
-    alarms by kind (:data:`FALSE_ALARM_KINDS`)."""
+    """Hits and false alarms per background level and per noise recording, the false alarms by
+    kind (:data:`FALSE_ALARM_KINDS`), and per command word (``by_word``: its clips, hits and
+    miss rate, and the false alarms that named it)."""
     levels, noises = {}, {}
     kinds = dict.fromkeys(FALSE_ALARM_KINDS, 0)
+    words = {w: {"commands": 0, "hits": 0, "false_alarms": 0}
+             for w in labels if not w.startswith("_")}
 
     def rows(e):
         level, noise = _background_keys(e)
@@ -162,9 +165,14 @@ def by_background(scored, labels, setting, tolerance) -> dict:
                 if e.command:
                     row["commands"] += 1
                     row["hits"] += id(e) not in missed
+            if e.command and e.label in words:
+                words[e.label]["commands"] += 1
+                words[e.label]["hits"] += id(e) not in missed
         for d in r["false_alarm_detections"]:
             kind, e = false_alarm_kind(rec.events, d)
             kinds[kind] += 1
+            if d.label in words:
+                words[d.label]["false_alarms"] += 1
             for row in rows(e):
                 row["false_alarms"] += 1
     for table in (levels, noises):
@@ -172,7 +180,10 @@ def by_background(scored, labels, setting, tolerance) -> dict:
             row["miss_rate"] = 1 - row["hits"] / row["commands"] if row["commands"] else None
             row["false_alarms_per_hour"] = row["false_alarms"] / max(row["seconds"] / 3600, 1e-9)
             row["hours"] = round(row.pop("seconds") / 3600, 3)
-    return {"by_level": levels, "by_noise": noises, "false_alarms_by_kind": kinds}
+    for row in words.values():
+        row["miss_rate"] = 1 - row["hits"] / row["commands"] if row["commands"] else None
+    return {"by_level": levels, "by_noise": noises, "false_alarms_by_kind": kinds,
+            "by_word": words}
 
 
 # A DET curve needs thresholds close to 1, where the false alarms per hour fall to a few, and
@@ -235,6 +246,8 @@ def evaluate_model(scorer, recordings: dict, hop: float, tolerance: float,
         "testing_defaults": evaluate_setting(test, labels, dict(DEFAULTS), tolerance),
         "testing_miss_rate_at": {f"{n:g}": miss_rate_at(curve, n) for n in HEADLINE_FA_PER_HOUR},
         **({"own_decision": dict(own_setting),
-            "testing_own_decision": evaluate_setting(test, labels, dict(own_setting), tolerance)}
+            "testing_own_decision": evaluate_setting(test, labels, dict(own_setting), tolerance),
+            "testing_own_decision_by_word":
+                by_background(test, labels, dict(own_setting), tolerance)["by_word"]}
            if own_setting else {}),
         "threshold_sweep_testing": curve}
