@@ -55,6 +55,10 @@ def idea_of(config: dict) -> str:
     for key, flag in RECIPE_FLAGS.items():
         if key in recipe and recipe[key] != BASELINE_RECIPE[key]:
             parts.append(f"{flag} {recipe[key]:g}")
+    # the learning-rate step (the words recipe's low_lr_epochs): the last epochs at a lower lr
+    step, epochs = recipe.get("lr_step_epochs"), recipe.get("epochs", BASELINE_RECIPE["epochs"])
+    if step and step < epochs:
+        parts.append(f"last {epochs - step} epochs at lr x{recipe.get('lr_gamma', 0.1):g}")
     if fit.get("augment") is False:
         parts.append("--no-augment")
     return " ".join(parts) or BASELINE

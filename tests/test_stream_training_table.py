@@ -17,8 +17,9 @@ def _run(folder, seed, miss, fa, test_acc, **fit):
     if "mined" in fit:
         extra["hard_negatives"] = {"clips": fit.pop("mined")}
     lr = fit.pop("lr", 1e-3)
+    step = {"lr_step_epochs": fit.pop("lr_step"), "lr_gamma": 0.1} if "lr_step" in fit else {}
     config = {"fit_config": {"seed": seed, "time_shift_ms": 100.0, "augment": True, **fit},
-              "recipe": {"learning_rate": lr, "batch_size": 100, "epochs": 15}, **extra}
+              "recipe": {"learning_rate": lr, "batch_size": 100, "epochs": 15, **step}, **extra}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "metrics.json").write_text(json.dumps(
         {"validation": {"accuracy": test_acc - 0.03}, "testing": {"accuracy": test_acc}}))
@@ -36,19 +37,23 @@ def test_rows_group_seeds_and_say_how_far_the_recipes_seeds_lie(tmp_path, capsys
             _run(tmp_path / "s1", 1, 0.63, 9.3, 0.80, label_smoothing=0.1),
             _run(tmp_path / "h0", 0, 0.76, 9.9, 0.78, mined=859),
             _run(tmp_path / "n0", 0, 0.75, 8.7, 0.80, noise_dbfs=[-70.0, -35.0]),
-            _run(tmp_path / "l0", 0, 0.82, 10.0, 0.70, lr=1e-4)]
+            _run(tmp_path / "l0", 0, 0.82, 10.0, 0.70, lr=1e-4),
+            _run(tmp_path / "d0", 0, 0.46, 7.9, 0.90, label_smoothing=0.1, lr_step=12),
+            _run(tmp_path / "c0", 1, 0.50, 9.7, 0.88, label_smoothing=0.1, lr_step=15)]
     out = tmp_path / "table"
     assert stream_training.main([str(r) for r in runs] + ["--output", str(out)]) == 0
     rows = json.loads((tmp_path / "table.json").read_text())["rows"]
     assert [r["idea"] for r in rows][0] == stream_training.BASELINE
     by_idea = {r["idea"]: r for r in rows}
-    assert by_idea["--label-smoothing 0.1"]["seeds"] == [0, 1]
-    assert by_idea["--label-smoothing 0.1"]["mean_miss_rate"] == pytest.approx(0.66)
+    assert by_idea["--label-smoothing 0.1"]["mean_miss_rate"] == pytest.approx((0.69 + 0.63 + 0.50) / 3)
     assert by_idea[stream_training.BASELINE]["spread"] == pytest.approx(0.14)
     assert by_idea["--hard-negatives-from MODEL"]["runs"][0]["hard_negatives"] == 859
     assert "--noise-dbfs=-70,-35" in by_idea and "--lr 0.0001" in by_idea
+    # a step within the epochs is its own row; one at the last epoch changes nothing
+    assert by_idea["--label-smoothing 0.1 last 3 epochs at lr x0.1"]["seeds"] == [0]
+    assert by_idea["--label-smoothing 0.1"]["seeds"] == [0, 1, 1]
     text = (tmp_path / "table.md").read_text()
-    assert "| --label-smoothing 0.1 | 69.0 % (8.7) | 63.0 % (9.3) | 66.0 % | 0.815 |" in text
+    assert "| --label-smoothing 0.1 last 3 epochs at lr x0.1 | 46.0 % (7.9) |  | 46.0 % | 0.900 |" in text
     assert "14.0 points apart" in text and text == capsys.readouterr().out
     (tmp_path / "bare").mkdir()
     (tmp_path / "bare" / "config.json").write_text(json.dumps({"fit_config": {"seed": 0}}))
