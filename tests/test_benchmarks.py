@@ -375,3 +375,30 @@ def test_streaming_command_scores_chooses_and_replots(tiny_root, tmp_path, monke
     assert streaming.model_name_and_path("runs/a/model.keras") == ("a", "runs/a/model.keras")
     with pytest.raises(SystemExit):
         streaming.main(["--data", str(tiny_root)])  # no --model
+
+
+def test_recordings_command_writes_one_recording_and_its_words(tiny_root, tmp_path, capsys):
+    """python -m kws_tf.detection.recordings: the benchmark's recording as a WAV a user can
+    play to listen, with the truth beside it."""
+    from kws_tf import cli
+    from kws_tf.data import read_wav
+    from kws_tf.detection import recordings
+
+    out = tmp_path / "rec.wav"
+    argv = [str(tiny_root), "--split", "testing", "--commands", "yes,down", "--output", str(out)]
+    assert recordings.main(argv) == 0
+    want = recordings.split_recordings(tiny_root, ["yes", "down"], 0, splits=("testing",))
+    rec = want["testing"][0]
+    audio, rate = read_wav(out)
+    assert rate == 16000 and len(audio) == len(rec.audio)
+    assert np.abs(audio - rec.audio).max() <= 1 / 32767  # 16-bit rounding only
+    lines = [l for l in (tmp_path / "rec.txt").read_text().splitlines() if not l.startswith("#")]
+    assert [l.split()[2] for l in lines] == [e.label for e in rec.events]
+    assert sum(" command " in l for l in lines) == sum(e.command for e in rec.events)
+    assert "wrote" in capsys.readouterr().out
+    # one line for what cannot be: a recording past the split's, a name that is not a WAV
+    assert cli.run(recordings.main, argv[:-1] + [str(tmp_path / "r.wav"), "--index", "99"]) == 2
+    assert cli.run(recordings.main, argv[:-1] + [str(tmp_path / "r.mp3")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(l.startswith("error: ") for l in err)
+    assert not (tmp_path / "r.wav").exists()

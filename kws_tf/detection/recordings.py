@@ -1,6 +1,12 @@
 """The streaming benchmark's recordings: clips of one split strung together with gaps, each
 gap and the clip after it on one background (digital silence or a background-noise recording
-at one of several levels)."""
+at one of several levels).
+
+    python -m kws_tf.detection.recordings DATA --split testing --output recording.wav
+
+writes one of them as a WAV (16 kHz, 16-bit mono) to try ``listen`` and ``predict --stream``
+on, and beside it ``recording.txt``: when each word starts, the command words marked.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -140,3 +146,60 @@ def describe(recordings: dict) -> dict:
                     "command_clips": sum(e.command for x in r for e in x.events),
                     "other_clips": sum(not e.command for x in r for e in x.events)}
             for split, r in recordings.items()}
+
+
+def write_recording(recording: Recording, path) -> Path:
+    """``path`` (a WAV) and ``path.txt`` (one line per clip: start, word, command or not)."""
+    from kws_tf import artifacts
+    from kws_tf.data.audio import write_wav
+
+    path = Path(path)
+    with artifacts.atomic_path(path) as tmp:
+        write_wav(tmp, recording.audio, RATE)
+    lines = [f"{e.start:8.2f} s  {e.label:10s} {'command' if e.command else 'other word'}"
+             f"  ({e.background})" for e in recording.events]
+    artifacts.write_text(path.with_suffix(".txt"),
+                         f"# {path.name}: {recording.seconds:.1f} s; clip starts (the word is "
+                         "somewhere in the second after)\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def main(argv=None) -> int:
+    from kws_tf import cli
+    from kws_tf.data import require_splits, resolve_data
+
+    p = cli.ArgumentParser(prog="python -m kws_tf.detection.recordings",
+                           description=cli.first_paragraph(__doc__))
+    p.add_argument("data", help="a dataset folder in the Speech Commands layout")
+    p.add_argument("--split", default="testing", choices=("validation", "testing"),
+                   help="whose clips (default testing: speakers no model here trained on)")
+    p.add_argument("--index", type=int, default=0,
+                   help="which of the split's recordings (default 0; 20 command words each)")
+    p.add_argument("--seed", type=int, default=0, help="the benchmark's seed (default 0)")
+    p.add_argument("--commands", default=",".join(COMMANDS),
+                   help="the words to spot (default the ten commands)")
+    p.add_argument("--output", required=True, help="the WAV to write (and OUTPUT.txt beside)")
+    args = p.parse_args(argv)
+    if Path(args.output).suffix.lower() != ".wav":
+        raise ValueError(f"--output {args.output}: give a .wav file name")
+    root = resolve_data(args.data)
+    require_splits(root)
+    recordings = split_recordings(root, args.commands.split(","), args.seed,
+                                  splits=(args.split,))[args.split]
+    if not 0 <= args.index < len(recordings):
+        raise ValueError(f"--index {args.index}: the {args.split} split makes "
+                         f"{len(recordings)} recording(s) (0-{len(recordings) - 1})")
+    rec = recordings[args.index]
+    path = write_recording(rec, args.output)
+    words = [e.label for e in rec.events if e.command]
+    print(f"wrote {path} ({rec.seconds:.1f} s, {len(words)} command words: {' '.join(words)}) "
+          f"and {path.with_suffix('.txt')}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from kws_tf import cli
+
+    sys.exit(cli.run(main))
