@@ -306,7 +306,7 @@ def main(argv=None) -> int:
                         "at each rate (0.25: 5 strides at 16 kHz, 2 at 8 kHz for gru4)")
     p.add_argument("--int8-schemes", default="default,full",
                    help="comma-separated int8 schemes: default (the export's: float_input "
-                        "for window files, float_early for streaming ones), float_input, "
+                        "for window and streaming files), float_input, "
                         "float_early, full, float_gru")
     p.add_argument("--int8-choices", metavar="MODEL", help="compare quantization choices of "
                    "this trained model.keras (needs --data)")

@@ -25,6 +25,11 @@ WORDS = ["down", "no", "up", "yes"]
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
+    import keras
+
+    # seeded: the export chooses this untrained model's decision settings on 12 clips, and an
+    # unseeded draw could find no word there (then nothing is stored: test_decision's case)
+    keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     model = busy_batchnorm(build_model("gru1", 8000, num_classes=len(WORDS)), rng, sharpen=4)
     path = tmp_path_factory.mktemp("stream-model") / "model.keras"
@@ -56,8 +61,9 @@ def test_files_and_card_entries(exported, data):
     assert i8["accuracy_drop_points"] == pytest.approx(
         100 * (f32["validation_accuracy"] - i8["validation_accuracy"]), abs=1e-3)
     assert i8["max_drop_points"] == 1.0 and "int8_mode" in i8 and "float_ops" in i8
-    # the streaming default keeps the resampler and blocks 1-3 float, block 4 and the GRU int8
-    assert i8["int8_scheme"] == "float_early" and "CONV_2D" in i8["float_ops"]
+    # the streaming default keeps what reads the raw audio float (the resampler's and block 1's
+    # convolutions), the later blocks' convolutions and the GRU int8
+    assert i8["int8_scheme"] == "float_input" and 1 <= i8["float_ops"].get("CONV_2D", 0) <= 2
     assert "FULLY_CONNECTED" not in i8["float_ops"] and "TANH" not in i8["float_ops"]
     # what a microcontroller needs: the file in flash, TFLM's arena (with the micro extra)
     from kws_tf.export import micro

@@ -28,9 +28,11 @@ INT8_SCHEMES = {"full": "full integer (TFLITE_BUILTINS_INT8): int8 weights per c
                 "float_early": "selective: the resampler and blocks 1-3 float32, block 4, GRU "
                                "and classifier int8"}
 INT8_SCHEME = "float_input"
-# The streaming files quantize their state paths too, and lost 2 points with float_input;
-# blocks 1-3 in float kept them within a point at the int8 file's speed (docs/export.md).
-STREAM_INT8_SCHEME = "float_early"
+# The streaming files quantize their state paths too: with the GRU's raw inputs as state they
+# lost 2 points with float_input (blocks 1-3 float kept them within one); with the input
+# projections as state a trained gru4 keeps float_input within a point, at 0.77x
+# float_early's time per packet (docs/export.md, "int8 within a point").
+STREAM_INT8_SCHEME = "float_input"
 
 
 def convert_tflite(model, quantize: str = "none", calibration: Optional[np.ndarray] = None,
