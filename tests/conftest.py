@@ -174,11 +174,5 @@ SLOW_FIXTURES = {"trained", "exported"}
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        uses_small_model = SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
-        if uses_small_model:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        # Under pytest-xdist's --dist loadgroup (pytest -n 2 --dist loadgroup): a module's tests
-        # stay on one worker (module fixtures are built once) and every user of the small model
-        # on one worker (it is trained once).  Without xdist the mark is inert.
-        group = "small_kws" if uses_small_model else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
