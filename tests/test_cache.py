@@ -291,6 +291,7 @@ def test_train_and_evaluate_share_the_cache_given_by_cache_dir(root, cache, tmp_
     out = tmp_path / "run"
     assert train.main(["gru1", "--sample-rate", "8000", "--batch-size", "8", "--epochs", "1",
                        "--max-steps-per-epoch", "1", "--quiet", "--no-jit-compile",
+                       "--no-decision",  # the decision step is test_decision's
                        "--data", str(root), "--cache-dir", str(cache), "--output", str(out)]) == 0
     assert len(_folders(cache)) == 1 and "decoding 42 clips" in capsys.readouterr().err
     assert evaluate.main([str(out / "model.keras"), "--data", str(root), "--cache-dir", str(cache),

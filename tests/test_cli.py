@@ -24,7 +24,9 @@ def _cli(module, *args, check=True, **kw):
 
 
 # XLA compilation costs more than these tiny runs; test_training covers the XLA path.
-TRAIN = ("gru1", "--sample-rate", "8000", "--batch-size", "8", "--quiet", "--no-jit-compile")
+# --no-decision: choosing decision settings costs each run seconds; test_decision covers it.
+TRAIN = ("gru1", "--sample-rate", "8000", "--batch-size", "8", "--quiet", "--no-jit-compile",
+         "--no-decision")
 
 
 @pytest.mark.slow
@@ -142,7 +144,7 @@ def test_synthetic_data_trains_with_the_synthetic_recipe(tiny_root, tmp_path, mo
     shutil.copytree(tiny_root, root)
     out = tmp_path / "run"
     args = ("gru1", "--sample-rate", "8000", "--quiet", "--no-jit-compile", "--epochs", "1",
-            "--max-steps-per-epoch", "1", "--lr", "0.01")
+            "--max-steps-per-epoch", "1", "--lr", "0.01", "--no-decision")
     proc = _cli("kws_tf.train", *args, "--data", "synthetic", "--output", out)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("Synthetic data: ")]
     assert len(line) == 1
