@@ -61,6 +61,11 @@ def idea_of(config: dict) -> str:
         parts.append(f"last {epochs - step} epochs at lr x{recipe.get('lr_gamma', 0.1):g}")
     if fit.get("augment") is False:
         parts.append("--no-augment")
+    # another variant or rate is another row (the baseline: gru4 at 8 kHz)
+    if config.get("variant", "gru4") != "gru4":
+        parts.insert(0, config["variant"])
+    if config.get("sample_rate", 8000) != 8000:
+        parts.append(f"--sample-rate {config['sample_rate']}")
     return " ".join(parts) or BASELINE
 
 

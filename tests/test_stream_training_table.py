@@ -18,7 +18,8 @@ def _run(folder, seed, miss, fa, test_acc, **fit):
         extra["hard_negatives"] = {"clips": fit.pop("mined")}
     lr = fit.pop("lr", 1e-3)
     step = {"lr_step_epochs": fit.pop("lr_step"), "lr_gamma": 0.1} if "lr_step" in fit else {}
-    config = {"fit_config": {"seed": seed, "time_shift_ms": 100.0, "augment": True, **fit},
+    where = {k: fit.pop(k) for k in ("variant", "sample_rate") if k in fit}
+    config = {**where, "fit_config": {"seed": seed, "time_shift_ms": 100.0, "augment": True, **fit},
               "recipe": {"learning_rate": lr, "batch_size": 100, "epochs": 15, **step}, **extra}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "metrics.json").write_text(json.dumps(
@@ -39,7 +40,10 @@ def test_rows_group_seeds_and_say_how_far_the_recipes_seeds_lie(tmp_path, capsys
             _run(tmp_path / "n0", 0, 0.75, 8.7, 0.80, noise_dbfs=[-70.0, -35.0]),
             _run(tmp_path / "l0", 0, 0.82, 10.0, 0.70, lr=1e-4),
             _run(tmp_path / "d0", 0, 0.46, 7.9, 0.90, label_smoothing=0.1, lr_step=12),
-            _run(tmp_path / "c0", 1, 0.50, 9.7, 0.88, label_smoothing=0.1, lr_step=15)]
+            _run(tmp_path / "c0", 1, 0.50, 9.7, 0.88, label_smoothing=0.1, lr_step=15),
+            _run(tmp_path / "g0", 0, 0.47, 8.8, 0.89, variant="gru1", label_smoothing=0.1,
+                 lr_step=12),
+            _run(tmp_path / "r0", 0, 0.45, 8.8, 0.89, variant="gru4", sample_rate=16000)]
     out = tmp_path / "table"
     assert stream_training.main([str(r) for r in runs] + ["--output", str(out)]) == 0
     rows = json.loads((tmp_path / "table.json").read_text())["rows"]
@@ -51,6 +55,9 @@ def test_rows_group_seeds_and_say_how_far_the_recipes_seeds_lie(tmp_path, capsys
     assert "--noise-dbfs=-70,-35" in by_idea and "--lr 0.0001" in by_idea
     # a step within the epochs is its own row; one at the last epoch changes nothing
     assert by_idea["--label-smoothing 0.1 last 3 epochs at lr x0.1"]["seeds"] == [0]
+    # another variant or rate: a row of its own, not a seed of gru4 8 kHz's
+    assert by_idea["gru1 --label-smoothing 0.1 last 3 epochs at lr x0.1"]["seeds"] == [0]
+    assert by_idea["--sample-rate 16000"]["seeds"] == [0]
     assert by_idea["--label-smoothing 0.1"]["seeds"] == [0, 1, 1]
     text = (tmp_path / "table.md").read_text()
     assert "| --label-smoothing 0.1 last 3 epochs at lr x0.1 | 46.0 % (7.9) |  | 46.0 % | 0.900 |" in text
