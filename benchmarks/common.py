@@ -85,6 +85,14 @@ def machine_tag(peak: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- workloads
+def write_result(result: dict, dest) -> None:
+    """A benchmark's JSON, written whole or not at all, and the line saying where."""
+    from kws_tf import artifacts
+
+    artifacts.write_json(dest, result)
+    print(f"wrote {dest}")
+
+
 def latency_ms(fn, repeats: int, warmup: int = 10) -> dict:
     """Median and 95th-percentile wall time of ``fn()`` in ms, after ``warmup`` untimed calls."""
     for _ in range(warmup):

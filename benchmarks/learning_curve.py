@@ -59,6 +59,13 @@ def train_point(data: Path, out: Path, variant: str, rate: int, extra) -> dict:
                           env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
     if done.returncode:
         return {"error": (done.stderr or done.stdout)[-1500:]}
+    return read_point(out)
+
+
+def read_point(out: Path) -> dict:
+    """A finished ``--words`` run folder's clip accuracies and chosen-setting miss rate."""
+    from kws_tf import artifacts
+
     metrics = json.loads((out / "metrics.json").read_text())
     chosen = artifacts.read_model_info(out / "model.keras").get("decision_chosen") or {}
     return {"validation_accuracy": metrics["validation"]["accuracy"],
@@ -99,8 +106,12 @@ def main(argv=None) -> int:
     p.add_argument("--sample-rate", type=int, default=8000)
     p.add_argument("--output", default="benchmarks/results")
     p.add_argument("--name", default="learning-curve-gru4-8k")
+    p.add_argument("--reuse", action="append", default=[], metavar="FRACTION=RUN",
+                   help="take a finished run folder of the same recipe and seed for a fraction "
+                        "instead of training it (e.g. 1=runs/words-large)")
     p.add_argument("extra", nargs="*", help="flags for kws_tf.train, after --")
     args = p.parse_args(argv)
+    reuse = {float(f): Path(run) for f, run in (r.split("=", 1) for r in args.reuse)}
     from kws_tf import artifacts
     from kws_tf.platform.machine import cpu_model
 
@@ -109,7 +120,8 @@ def main(argv=None) -> int:
         for f in (float(x) for x in args.fractions.split(",")):
             data = Path(tmp) / f"data-{f:g}"
             point = fraction_folder(src, data, f)
-            point.update(train_point(data, Path(tmp) / f"run-{f:g}", args.variant,
+            point.update({"run": str(reuse[f]), **read_point(reuse[f])} if f in reuse else
+                         train_point(data, Path(tmp) / f"run-{f:g}", args.variant,
                                      args.sample_rate, args.extra))
             points.append(point)
             print(json.dumps(point), flush=True)

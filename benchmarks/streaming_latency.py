@@ -19,7 +19,6 @@ jobs run are noisy: the load says how noisy).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -319,7 +318,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from kws_tf.platform.machine import environment
 
-    from .common import cpu_peak, machine_tag
+    from .common import cpu_peak, machine_tag, write_result
 
     peak, load_before = cpu_peak(), os.getloadavg()
     rows, kind = _measure(args)
@@ -331,11 +330,8 @@ def main(argv=None) -> int:
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": environment(), "rows": rows}
     if args.json != "none":
         suffix = {"int8-choices": "-int8-choices", "stages": "-stages"}.get(kind, "")
-        dest = Path(args.json) if args.json else RESULTS / (
-            f"streaming-latency-{machine_tag(peak)}{suffix}.json")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {dest}")
+        write_result(result, Path(args.json) if args.json else RESULTS / (
+            f"streaming-latency-{machine_tag(peak)}{suffix}.json"))
     return 0
 
 

@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from kws_tf.platform.machine import environment
 
-    from .common import cpu_peak, machine_tag
+    from .common import cpu_peak, machine_tag, write_result
 
     peak, load_before = cpu_peak(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="web-latency-models-") as tmp:
@@ -179,10 +179,8 @@ def main(argv=None) -> int:
         "litertjs": lock["packages"]["node_modules/@litertjs/core"]["version"],
         "versions": environment(), "rows": rows}
     if args.json != "none":
-        dest = Path(args.json) if args.json else RESULTS / f"web-latency-{machine_tag(peak)}.json"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {dest}")
+        write_result(result, Path(args.json) if args.json else
+                     RESULTS / f"web-latency-{machine_tag(peak)}.json")
     return 0
 
 
