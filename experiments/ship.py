@@ -127,6 +127,12 @@ def readme(name: str, card: dict) -> str:
             recall = m["per_word_clip_recall"].get(w)
             lines.append(f"| {w} | {'' if recall is None else f'{100 * recall:.1f} %'} | "
                          f"{100 * row['miss_rate']:.1f} % of {row['commands']} |")
+    return "\n".join(lines + _usage(name, card))
+
+
+def _usage(name: str, card: dict) -> list:
+    """The microcontroller figures and the commands that run the folder."""
+    lines = []
     micro = card["exports"].get("tflite_stream_int8", {}).get("micro") or {}
     if micro.get("arena_bytes"):
         lines += ["", f"On a microcontroller (TensorFlow Lite for Microcontrollers' interpreter): "
@@ -142,7 +148,7 @@ def readme(name: str, card: dict) -> str:
               f"python -m kws_tf.web saved_models/{name} --serve   # in a browser", "```", "",
               "How it was made and measured: `model_card.json` (`training`, `measured`), "
               "[docs/streaming.md](../../docs/streaming.md).", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv=None) -> int:
