@@ -12,7 +12,6 @@ For each rate, over the whole split (shuffled, batched, prefetched, as training 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time

@@ -16,7 +16,6 @@ Results are printed and appended to benchmarks/results/fullsize-<machine>.json.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os

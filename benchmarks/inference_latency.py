@@ -9,7 +9,6 @@ Prints median and p95 latency in ms and the size on disk; ``--json`` writes them
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys

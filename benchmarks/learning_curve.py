@@ -51,8 +51,6 @@ def fraction_folder(src: Path, dst: Path, fraction: float, seed: int = 0) -> dic
 
 def train_point(data: Path, out: Path, variant: str, rate: int, extra) -> dict:
     """One ``kws_tf.train --words`` run; its clip accuracies and chosen-setting miss rate."""
-    from kws_tf import artifacts
-
     cmd = [sys.executable, "-m", "kws_tf.train", variant, "--sample-rate", str(rate), "--data",
            str(data), "--words", WORDS, "--output", str(out), "--quiet", *extra]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,

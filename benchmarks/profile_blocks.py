@@ -15,7 +15,6 @@ as a profile, not an exact split.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time

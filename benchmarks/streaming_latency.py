@@ -18,7 +18,6 @@ jobs run are noisy: the load says how noisy).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time

@@ -140,7 +140,7 @@ def _usage(name: str, card: dict) -> list:
                   f"and a {micro['arena_bytes'] / 1024:.0f} kB tensor arena; ops "
                   f"{', '.join(micro['ops'])}."]
     lines += ["", "```bash",
-              f"python -m kws_tf.detection.recordings ../speech_commands_large --output recording.wav"
+              "python -m kws_tf.detection.recordings ../speech_commands_large --output recording.wav"
               "   # a test-split recording",
               f"python -m kws_tf.listen saved_models/{name} recording.wav",
               f"arecord -q -f S16_LE -r 16000 -c 1 -t raw | python -m kws_tf.listen saved_models/{name} -",

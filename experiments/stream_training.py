@@ -16,7 +16,6 @@ Writes ``<output>.md`` and ``<output>.json``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys

@@ -1,7 +1,6 @@
 """python -m kws_tf.evaluate MODEL --data PATH: accuracy, loss and per-class table of a model."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 

@@ -1,7 +1,6 @@
 """What a new user meets at the commands' edges (issue 36): --help and --version, one-line
 errors and warnings, what train says when a run is interrupted or learned nothing.  In-process
 (main(argv) with capsys): no subprocess, no training."""
-import ast
 import importlib
 import re
 

@@ -15,7 +15,7 @@ pytest.importorskip("tflite_micro")
 
 from kws_tf.export import micro  # noqa: E402
 from kws_tf.export.stream import (calibration_feeds, convert_stream_tflite,  # noqa: E402
-                                  stream_packets, tflite_stream_graph)
+                                  tflite_stream_graph)
 from kws_tf.streaming import model as sm  # noqa: E402
 from kws_tf.streaming.decision import DEFAULTS, RecognizeCommands  # noqa: E402
 from kws_tf.inference.tflite import TFLiteModel  # noqa: E402

@@ -8,10 +8,8 @@ rounding, runs on any Keras backend, and converts to TFLite builtins (CONV_2D + 
 """
 from __future__ import annotations
 
-import math
 
 import keras
-import numpy as np
 from keras import ops
 
 

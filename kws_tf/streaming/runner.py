@@ -11,7 +11,6 @@ LiteRT interpreter alone (TensorFlow and Keras load only for a ``.keras`` model)
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
